@@ -15,7 +15,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "geometry": ("fastsim.geometry_cli", "print a geometry (built-in name or XML file)"),
     "validate": ("fastsim.data.cli", "check CaloChallenge HDF5 files against a geometry"),
-    "prep-root": ("fastsim.data.cli", "convert ROOT TTrees (voxel arrays or per-hit) to CaloChallenge HDF5"),
+    "prep-root": ("fastsim.data.root_cli", "convert ROOT TTrees (voxel arrays or per-hit) to CaloChallenge HDF5"),
     "prep-train": ("fastsim.data.cli", "turn CaloChallenge HDF5 into training tensors"),
     "simulate": ("fastsim.fullsim.cli", "Geant4 full simulation of single particles into CaloChallenge HDF5"),
     "fit": ("fastsim.training.cli", "train a generator (LightningCLI: fit --config …)"),
