@@ -1,0 +1,697 @@
+"""CaloChallenge HDF5 files: streamed reading, atomic writing, validation.
+
+The CaloChallenge layout (https://calochallenge.github.io/homepage/) is one HDF5 file with
+
+- ``incident_energies``: shape (N, 1), the incident particle energy in MeV;
+- ``showers``: shape (N, n_voxels), the voxel energies in MeV, in the order of
+  :class:`fastsim.geometry.Geometry`.
+
+Files whose ``incident_energies`` is 1-D (N,) (some tools write that) are read as well; fastsim
+always writes (N, 1). In memory, incident energies are float64 (N,) and showers float32 (N, V).
+
+Reading never loads the showers unless asked (:meth:`CaloFile.read`): :meth:`CaloFile.iter_chunks`
+streams row blocks, so files larger than memory work. Writing goes through :class:`ShowerWriter`,
+which writes a temporary file next to the target and renames it only on a clean exit.
+
+Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed pass:
+
+- structure: the file exists and is HDF5; both datasets exist and are numeric; ``showers`` is 2-D;
+  ``incident_energies`` is (N, 1) or (N,); both have the same N; N > 0; the voxel count equals the
+  geometry's (when a geometry is given).
+- non-finite values: NaN/inf in either dataset are counted and reported.
+- incident energies must be > 0 MeV and at most :data:`MAX_INCIDENT_MEV` (1e8 MeV = 100 TeV).
+- voxel energies must be >= -:data:`NEGATIVE_TOLERANCE_MEV` (1e-3 MeV). Geant4 deposits are never
+  negative, but files that went through float32 arithmetic (sums, subtractions, a generator's
+  output) can carry rounding noise just below zero; a thousandth of an MeV is far below any
+  physical voxel threshold (CaloChallenge readers cut at 15 keV), so that much is tolerated and
+  anything more negative is an error.
+- units (MeV expected for both datasets). A GeV/MeV mix-up is flagged when either
+  (a) more than :data:`UNIT_FRACTION` (10 %) of the showers with a valid incident energy deposit
+  more than :data:`UNIT_RATIO` (1.5) × their incident energy (a calorimeter measures at most about
+  the incident energy; incident energies in GeV with deposits in MeV give ratios near 1000), or
+  (b) every incident energy is below 1 MeV (no CaloChallenge-like sample has sub-MeV primaries; this
+  catches files written entirely in GeV for primaries below 1 GeV). A file written entirely in GeV
+  with primaries above 1 GeV cannot be told apart from a low-energy MeV file and is not flagged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from fastsim.errors import InputFileError
+from fastsim.geometry import Geometry
+
+#: Incident energies above this (MeV) are rejected as absurd: 100 TeV.
+MAX_INCIDENT_MEV = 1e8
+#: Voxel energies down to minus this (MeV) are tolerated as float rounding noise.
+NEGATIVE_TOLERANCE_MEV = 1e-3
+#: A shower "exceeds" its incident energy when E_dep > UNIT_RATIO × E_inc ...
+UNIT_RATIO = 1.5
+#: ... and a unit mix-up is reported when more than this fraction of showers do.
+UNIT_FRACTION = 0.10
+#: Incident energies all below this (MeV) look like GeV.
+MIN_PLAUSIBLE_MAX_INCIDENT_MEV = 1.0
+
+DEFAULT_CHUNK_SIZE = 10_000
+
+_E_INC = "incident_energies"
+_SHOWERS = "showers"
+
+
+def _as_e_inc(e_inc: Any) -> np.ndarray:
+    """Incident energies as float64 (N,) from (N,) or (N, 1)."""
+    arr = np.asarray(e_inc, dtype=np.float64)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 1:
+        raise ValueError(f"incident energies must have shape (N,) or (N, 1), got {arr.shape}")
+    return arr
+
+
+def _attr_value(value: Any) -> Any:
+    """An HDF5-storable attribute value: scalars and strings as they are, the rest as JSON."""
+    import json
+
+    if isinstance(value, (str, bytes, int, float, bool, np.integer, np.floating, np.bool_)):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iufb":
+        return value
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@dataclass
+class _Structure:
+    """What the file's metadata says, before any value is read."""
+
+    problems: list[str] = field(default_factory=list)
+    n_showers: int = 0
+    n_voxels: int = 0
+    e_inc_2d: bool = True
+
+
+def _inspect(f: h5py.File, geometry: Geometry | None) -> _Structure:
+    st = _Structure()
+    dsets = {}
+    for name in (_E_INC, _SHOWERS):
+        if name not in f:
+            st.problems.append(f"missing dataset {name!r}")
+        elif not isinstance(f[name], h5py.Dataset):
+            st.problems.append(f"{name!r} is not a dataset")
+        elif f[name].dtype.kind not in "fiu":
+            st.problems.append(f"dataset {name!r} is not numeric (dtype {f[name].dtype})")
+        else:
+            dsets[name] = f[name]
+    sh, ei = dsets.get(_SHOWERS), dsets.get(_E_INC)
+    if sh is not None:
+        if sh.ndim != 2:
+            st.problems.append(f"showers must be 2-D (N, n_voxels), got shape {sh.shape}")
+        else:
+            st.n_showers, st.n_voxels = int(sh.shape[0]), int(sh.shape[1])
+            if geometry is not None and st.n_voxels != geometry.n_voxels:
+                st.problems.append(
+                    f"showers have {st.n_voxels} voxels but geometry {geometry.name!r} has {geometry.n_voxels}"
+                )
+    if ei is not None:
+        if ei.ndim == 2 and ei.shape[1] == 1:
+            st.e_inc_2d = True
+        elif ei.ndim == 1:
+            st.e_inc_2d = False
+        else:
+            st.problems.append(f"incident_energies must have shape (N, 1) or (N,), got {ei.shape}")
+            ei = None
+    if sh is not None and sh.ndim == 2 and ei is not None:
+        if ei.shape[0] != sh.shape[0]:
+            st.problems.append(f"incident_energies has {ei.shape[0]} rows but showers has {sh.shape[0]}")
+        elif sh.shape[0] == 0:
+            st.problems.append("file holds no showers (N = 0)")
+    return st
+
+
+def _open_h5(path: str) -> h5py.File:
+    if not os.path.exists(path):
+        raise InputFileError(path, "file not found")
+    if os.path.isdir(path):
+        raise InputFileError(path, "is a directory, not an HDF5 file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise InputFileError(path, f"not a readable HDF5 file ({err})") from None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class CaloFile:
+    """An open CaloChallenge file; use :func:`open_calochallenge`.
+
+    Opening checks the structure (datasets, shapes, N, voxel count against ``geometry``) and
+    raises :class:`InputFileError` on any structural problem; the values are checked by
+    :func:`validate_calochallenge`, which reads them all.
+
+    Attributes:
+        path: the file.
+        n_showers: N.
+        n_voxels: V.
+        attrs: the file's attributes (bytes decoded, numpy scalars as Python scalars).
+    """
+
+    def __init__(self, path: str | os.PathLike, geometry: Geometry | str | None = None) -> None:
+        self.path = os.fspath(path)
+        geo = Geometry.resolve(geometry) if geometry is not None else None
+        self._f = _open_h5(self.path)
+        try:
+            st = _inspect(self._f, geo)
+            # N = 0 is a readable (empty) file; only validation calls it a problem.
+            problems = [p for p in st.problems if not p.startswith("file holds no showers")]
+            if problems:
+                raise InputFileError(self.path, "; ".join(problems))
+        except BaseException:
+            self._f.close()
+            raise
+        self.n_showers = st.n_showers
+        self.n_voxels = st.n_voxels
+        self.attrs = _decode_attrs(self._f.attrs)
+        self._showers = self._f[_SHOWERS]
+        self._e_inc = self._f[_E_INC]
+
+    def __enter__(self) -> CaloFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.n_showers
+
+    def close(self) -> None:
+        self._f.close()
+
+    def _bounds(self, start: int, stop: int | None) -> tuple[int, int]:
+        n = self.n_showers
+        stop = n if stop is None else stop
+        start, stop, _ = slice(start, stop).indices(n)
+        return start, max(start, stop)
+
+    def incident_energies(self) -> np.ndarray:
+        """All incident energies, float64 (N,) MeV (small: read whole)."""
+        return _as_e_inc(self._e_inc[...])
+
+    def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``start:stop`` as (e_inc (n,) float64 MeV, showers (n, V) float32 MeV)."""
+        start, stop = self._bounds(start, stop)
+        e = _as_e_inc(self._e_inc[start:stop])
+        s = np.asarray(self._showers[start:stop], dtype=np.float32)
+        return e, s
+
+    def iter_chunks(
+        self, chunk_size: int = DEFAULT_CHUNK_SIZE, start: int = 0, stop: int | None = None
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream rows ``start:stop`` in blocks of ``chunk_size``.
+
+        Yields:
+            (e_inc (n,) float64 MeV, showers (n, V) float32 MeV) with n <= chunk_size.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        start, stop = self._bounds(start, stop)
+        for lo in range(start, stop, chunk_size):
+            yield self.read(lo, min(lo + chunk_size, stop))
+
+
+def open_calochallenge(path: str | os.PathLike, geometry: Geometry | str | None = None) -> CaloFile:
+    """Open a CaloChallenge file for streamed reading (a context manager); see :class:`CaloFile`."""
+    return CaloFile(path, geometry=geometry)
+
+
+def read_calochallenge(
+    path: str | os.PathLike, start: int = 0, stop: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read rows ``start:stop`` of a CaloChallenge file.
+
+    Returns:
+        (e_inc (n,) float64 MeV, showers (n, V) float32 MeV).
+    """
+    with open_calochallenge(path) as cf:
+        return cf.read(start, stop)
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def temporary_path(path: str | os.PathLike, tag: str = "partial") -> str:
+    """A hidden temporary name next to ``path`` (same directory, so the final rename is atomic)."""
+    path = os.fspath(path)
+    d, name = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{name}.{tag}-{os.getpid()}")
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+
+
+def _check_target(path: str, overwrite: bool) -> None:
+    if os.path.isdir(path):
+        raise InputFileError(path, "output path is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise InputFileError(path, "output file exists (pass overwrite=True / --overwrite to replace it)")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        raise InputFileError(path, f"output directory {d} does not exist")
+
+
+def _default_chunk_rows(n_voxels: int, target_bytes: int = 1 << 20) -> int:
+    """Rows per HDF5 chunk so that one float32 chunk is about ``target_bytes`` (1 MiB).
+
+    About 1 MiB matches HDF5's default chunk cache, so a chunk is decompressed once per read,
+    and keeps gzip's per-chunk overhead small (dataset 1: ~700 rows; dataset 3: ~6 rows).
+    """
+    return max(1, target_bytes // (4 * max(1, n_voxels)))
+
+
+class ShowerWriter:
+    """Write a CaloChallenge file in appended blocks, atomically.
+
+    Rows go to a temporary file ``.{name}.partial-{pid}`` in the target's directory; a clean
+    ``__exit__`` (or :meth:`close`) renames it onto ``path`` with :func:`os.replace`; any exception,
+    ``KeyboardInterrupt`` included, deletes it (so does garbage collection of a writer that was
+    never closed), leaving no half-written file behind.
+
+    ``mode="a"`` appends to an existing finished file. It copies the file to the temporary name
+    first and appends to the copy: the original stays intact until the rename, so a crash or an
+    exception mid-append never corrupts data already on disk. Appending in place would be
+    cheaper but an HDF5 file interrupted while open for writing can be left unreadable, and the
+    rows already appended could not be rolled back; the copy costs one sequential read and write
+    of the existing file.
+
+    Args:
+        path: the final file.
+        n_voxels: V; ``showers`` has shape (N, V).
+        attrs: extra attributes; :func:`fastsim.provenance.provenance` attributes are added.
+        compression: "gzip" (default; what CaloChallenge readers expect), "lzf" or None.
+        compression_opts: gzip level (default 4).
+        chunk_rows: rows per HDF5 chunk (default: about 1 MiB of float32 per chunk).
+        overwrite: replace an existing ``path`` (mode "w").
+        mode: "w" to create, "a" to append to an existing CaloChallenge file.
+
+    Example::
+
+        with ShowerWriter("out.h5", geo.n_voxels, attrs={"producer": "geant4"}) as w:
+            for e, s in batches:
+                w.append(e, s)          # e (n,) MeV, s (n, V) MeV
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        n_voxels: int,
+        attrs: dict[str, Any] | None = None,
+        compression: str | None = "gzip",
+        compression_opts: int | None = 4,
+        chunk_rows: int | None = None,
+        overwrite: bool = False,
+        mode: str = "w",
+    ) -> None:
+        from fastsim.provenance import provenance
+
+        self.path = os.fspath(path)
+        self.n_voxels = int(n_voxels)
+        if self.n_voxels < 1:
+            raise ValueError(f"n_voxels must be >= 1, got {n_voxels}")
+        if mode not in ("w", "a"):
+            raise ValueError(f"mode must be 'w' or 'a', got {mode!r}")
+        if compression not in ("gzip", "lzf", None):
+            raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
+        self.mode = mode
+        self.tmp_path = temporary_path(self.path)
+        self._closed = False
+        if mode == "w":
+            _check_target(self.path, overwrite)
+        else:
+            with open_calochallenge(self.path) as cf:  # raises InputFileError if not CaloChallenge
+                if cf.n_voxels != self.n_voxels:
+                    raise InputFileError(
+                        self.path,
+                        f"cannot append showers of {self.n_voxels} voxels to a file of {cf.n_voxels}",
+                    )
+                e_inc_is_1d = cf._e_inc.ndim == 1
+            if e_inc_is_1d:
+                raise InputFileError(
+                    self.path, "appending needs incident_energies of shape (N, 1); this file has (N,)"
+                )
+            shutil.copyfile(self.path, self.tmp_path)
+        # Registered before the file is opened so a failure below still cleans up.
+        self._finalizer = weakref.finalize(self, _remove_quietly, self.tmp_path)
+        try:
+            if mode == "w":
+                self._f = h5py.File(self.tmp_path, "w")
+                rows = int(chunk_rows) if chunk_rows else _default_chunk_rows(self.n_voxels)
+                opts = {"compression": compression}
+                if compression == "gzip":
+                    opts["compression_opts"] = 4 if compression_opts is None else int(compression_opts)
+                self._showers = self._f.create_dataset(
+                    _SHOWERS,
+                    shape=(0, self.n_voxels),
+                    maxshape=(None, self.n_voxels),
+                    dtype=np.float32,
+                    chunks=(rows, self.n_voxels),
+                    **opts,
+                )
+                # incident energies are tiny; larger chunks keep their metadata small
+                self._e_inc = self._f.create_dataset(
+                    _E_INC,
+                    shape=(0, 1),
+                    maxshape=(None, 1),
+                    dtype=np.float64,
+                    chunks=(max(rows, 4096), 1),
+                    **opts,
+                )
+                self._f.attrs.update({k: _attr_value(v) for k, v in provenance(**(attrs or {})).items()})
+            else:
+                self._f = h5py.File(self.tmp_path, "r+")
+                self._showers, self._e_inc = self._f[_SHOWERS], self._f[_E_INC]
+                if attrs:
+                    self.set_attrs(**attrs)
+        except BaseException:
+            self.abort()
+            raise
+
+    @property
+    def n_written(self) -> int:
+        """Rows in the file so far (including pre-existing rows in mode "a")."""
+        return int(self._showers.shape[0])
+
+    def append(self, e_inc: np.ndarray, showers: np.ndarray) -> None:
+        """Append a block: ``e_inc`` (n,) or (n, 1) MeV, ``showers`` (n, V) MeV."""
+        if self._closed:
+            raise ValueError("ShowerWriter is closed")
+        e = _as_e_inc(e_inc)
+        s = np.asarray(showers, dtype=np.float32)
+        if s.ndim != 2 or s.shape[1] != self.n_voxels:
+            raise ValueError(f"showers must have shape (n, {self.n_voxels}), got {s.shape}")
+        if s.shape[0] != e.shape[0]:
+            raise ValueError(f"{e.shape[0]} incident energies for {s.shape[0]} showers")
+        n0, n = self.n_written, s.shape[0]
+        if n == 0:
+            return
+        self._showers.resize(n0 + n, axis=0)
+        self._e_inc.resize(n0 + n, axis=0)
+        self._showers[n0:] = s
+        self._e_inc[n0:, 0] = e
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Add or replace file attributes (non-scalar values are stored as JSON)."""
+        if self._closed:
+            raise ValueError("ShowerWriter is closed")
+        for key, value in attrs.items():
+            if value is not None:
+                self._f.attrs[key] = _attr_value(value)
+
+    def close(self) -> None:
+        """Finish the file and rename it onto ``path``."""
+        if self._closed:
+            return
+        try:
+            self._f.close()
+            os.replace(self.tmp_path, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._finalizer.detach()
+
+    def abort(self) -> None:
+        """Discard everything written: close and delete the temporary file; ``path`` is untouched."""
+        self._closed = True
+        f = getattr(self, "_f", None)
+        if f is not None:
+            with contextlib.suppress(Exception):
+                f.close()
+        _remove_quietly(self.tmp_path)
+        self._finalizer.detach()
+
+    def __enter__(self) -> ShowerWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_calochallenge(
+    path: str | os.PathLike,
+    e_inc: np.ndarray,
+    showers: np.ndarray,
+    attrs: dict[str, Any] | None = None,
+    **writer_kwargs: Any,
+) -> None:
+    """Write a whole CaloChallenge file atomically: ``e_inc`` (N,) MeV, ``showers`` (N, V) MeV."""
+    showers = np.asarray(showers)
+    if showers.ndim != 2:
+        raise ValueError(f"showers must be 2-D (N, V), got shape {showers.shape}")
+    with ShowerWriter(path, showers.shape[1], attrs=attrs, **writer_kwargs) as w:
+        w.append(e_inc, showers)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@dataclass
+class ValueStats:
+    """Counts gathered by the streamed validation pass (also used to skip bad rows).
+
+    Attributes:
+        n: showers read.
+        e_nonfinite: incident energies that are NaN/inf.
+        e_nonpositive: finite incident energies <= 0 MeV.
+        e_absurd: incident energies > MAX_INCIDENT_MEV.
+        s_nonfinite_values / s_nonfinite_rows: NaN/inf voxel values and the showers holding them.
+        s_negative_values / s_negative_rows: voxel values < -NEGATIVE_TOLERANCE_MEV and their showers.
+        s_min: the most negative finite voxel value (MeV).
+        n_ratio_checked: showers with a valid incident energy and finite deposits.
+        n_ratio_high: among those, showers with E_dep > UNIT_RATIO × E_inc.
+        e_max: the largest finite incident energy (MeV).
+    """
+
+    n: int = 0
+    e_nonfinite: int = 0
+    e_nonpositive: int = 0
+    e_absurd: int = 0
+    s_nonfinite_values: int = 0
+    s_nonfinite_rows: int = 0
+    s_negative_values: int = 0
+    s_negative_rows: int = 0
+    s_min: float = float("inf")
+    n_ratio_checked: int = 0
+    n_ratio_high: int = 0
+    ratio_samples: list[float] = field(default_factory=list)
+    e_max: float = float("-inf")
+
+
+def row_problems(e_inc: np.ndarray, showers: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row masks of the value problems that make one shower unusable.
+
+    Args:
+        e_inc: (n,) MeV.
+        showers: (n, V) MeV.
+
+    Returns:
+        dict of boolean (n,) masks: ``"non-finite"`` (NaN/inf anywhere in the row or its
+        incident energy), ``"incident energy <= 0"``, ``"incident energy > 1e8 MeV"`` and
+        ``"negative voxel energies"`` (below -NEGATIVE_TOLERANCE_MEV).
+    """
+    e_finite = np.isfinite(e_inc)
+    s_finite = np.isfinite(showers)
+    row_finite = s_finite.all(axis=1)
+    with np.errstate(invalid="ignore"):
+        neg = (showers < -NEGATIVE_TOLERANCE_MEV).any(axis=1)
+        return {
+            "non-finite": ~(e_finite & row_finite),
+            "incident energy <= 0": e_finite & (e_inc <= 0),
+            "incident energy > 1e8 MeV": e_finite & (e_inc > MAX_INCIDENT_MEV),
+            "negative voxel energies": neg,
+        }
+
+
+def _accumulate(st: ValueStats, e: np.ndarray, s: np.ndarray) -> None:
+    st.n += len(e)
+    e_fin = np.isfinite(e)
+    st.e_nonfinite += int((~e_fin).sum())
+    st.e_nonpositive += int((e[e_fin] <= 0).sum())
+    st.e_absurd += int((e[e_fin] > MAX_INCIDENT_MEV).sum())
+    if e_fin.any():
+        st.e_max = max(st.e_max, float(e[e_fin].max()))
+    s_fin = np.isfinite(s)
+    bad = ~s_fin
+    st.s_nonfinite_values += int(bad.sum())
+    row_fin = ~bad.any(axis=1)
+    st.s_nonfinite_rows += int((~row_fin).sum())
+    with np.errstate(invalid="ignore"):
+        neg = s < -NEGATIVE_TOLERANCE_MEV
+    st.s_negative_values += int(neg.sum())
+    st.s_negative_rows += int(neg.any(axis=1).sum())
+    if s_fin.any():
+        st.s_min = min(st.s_min, float(np.min(s, where=s_fin, initial=np.inf)))
+    ok = e_fin & (e > 0) & row_fin
+    if ok.any():
+        # sum in float64: float32 sums of thousands of voxels lose the digits the ratio needs
+        ratio = s[ok].sum(axis=1, dtype=np.float64) / e[ok]
+        st.n_ratio_checked += int(ok.sum())
+        st.n_ratio_high += int((ratio > UNIT_RATIO).sum())
+        if len(st.ratio_samples) < 100_000:
+            st.ratio_samples.extend(ratio[: 100_000 - len(st.ratio_samples)].tolist())
+
+
+def _value_problems(st: ValueStats) -> list[tuple[str, str]]:
+    """(kind, message) for every value problem in ``st``; kinds: nonfinite, energy, negative, units."""
+    out: list[tuple[str, str]] = []
+    if st.e_nonfinite:
+        out.append(("nonfinite", f"incident_energies has {st.e_nonfinite} non-finite values (NaN/inf)"))
+    if st.s_nonfinite_values:
+        out.append(
+            (
+                "nonfinite",
+                f"showers have {st.s_nonfinite_values} non-finite voxel values (NaN/inf) in {st.s_nonfinite_rows} showers",
+            )
+        )
+    if st.e_nonpositive:
+        out.append(("energy", f"incident_energies has {st.e_nonpositive} values <= 0 MeV"))
+    if st.e_absurd:
+        out.append(
+            (
+                "energy",
+                f"incident_energies has {st.e_absurd} values above {MAX_INCIDENT_MEV:.0e} MeV (100 TeV), "
+                f"max {st.e_max:.4g} MeV",
+            )
+        )
+    if st.s_negative_values:
+        out.append(
+            (
+                "negative",
+                f"showers have {st.s_negative_values} negative voxel energies below -{NEGATIVE_TOLERANCE_MEV:g} MeV "
+                f"in {st.s_negative_rows} showers (min {st.s_min:.4g} MeV)",
+            )
+        )
+    if st.n_ratio_checked and st.n_ratio_high > UNIT_FRACTION * st.n_ratio_checked:
+        median = float(np.median(st.ratio_samples)) if st.ratio_samples else float("nan")
+        out.append(
+            (
+                "units",
+                f"deposited energy exceeds {UNIT_RATIO:g} x the incident energy in {st.n_ratio_high} of "
+                f"{st.n_ratio_checked} showers (median E_dep/E_inc {median:.3g}): units look mixed up "
+                f"(incident energies in GeV?), expected MeV for both datasets",
+            )
+        )
+    if np.isfinite(st.e_max) and st.e_max < MIN_PLAUSIBLE_MAX_INCIDENT_MEV:
+        out.append(
+            (
+                "units",
+                f"all incident energies are below {MIN_PLAUSIBLE_MAX_INCIDENT_MEV:g} MeV (max {st.e_max:.4g}): "
+                "they look like GeV, expected MeV",
+            )
+        )
+    return out
+
+
+def validate_detailed(
+    path: str | os.PathLike,
+    geometry: Geometry | str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[list[tuple[str, str]], ValueStats | None]:
+    """Like :func:`validate_calochallenge` but returns ``(kind, message)`` pairs and the counts.
+
+    Kinds: ``"file"`` and ``"structure"`` (nothing further can be read), ``"nonfinite"``,
+    ``"energy"``, ``"negative"`` (per-shower problems that can be skipped row by row) and
+    ``"units"`` (file-wide).
+    """
+    path = os.fspath(path)
+    geo = Geometry.resolve(geometry) if geometry is not None else None
+    try:
+        f = _open_h5(path)
+    except InputFileError as err:
+        return [("file", err.problem)], None
+    with f:
+        st = _inspect(f, geo)
+        if st.problems:
+            return [("structure", p) for p in st.problems], None
+        sh, ei = f[_SHOWERS], f[_E_INC]
+        stats = ValueStats()
+        for lo in range(0, st.n_showers, chunk_size):
+            hi = min(lo + chunk_size, st.n_showers)
+            e = _as_e_inc(ei[lo:hi])
+            s = np.asarray(sh[lo:hi], dtype=np.float32)
+            _accumulate(stats, e, s)
+    return _value_problems(stats), stats
+
+
+def validate_calochallenge(
+    path: str | os.PathLike,
+    geometry: Geometry | str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> list[str]:
+    """Every problem found in a CaloChallenge file, streaming the values in chunks.
+
+    See the module docstring for the rules. Structural problems (missing datasets, wrong shapes,
+    N mismatch, voxel count against ``geometry``, N = 0) stop the check before the values are read.
+
+    Args:
+        path: the file.
+        geometry: a Geometry, built-in name or XML path to check the voxel count against; None skips it.
+        chunk_size: rows read at a time.
+
+    Returns:
+        Problem descriptions (without the path); empty when the file is fine.
+    """
+    problems, _ = validate_detailed(path, geometry, chunk_size)
+    return [msg for _, msg in problems]
+
+
+def check_calochallenge(
+    path: str | os.PathLike, geometry: Geometry | str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> None:
+    """Raise :class:`InputFileError` naming ``path`` and all its problems, if it has any."""
+    problems = validate_calochallenge(path, geometry, chunk_size)
+    if problems:
+        raise InputFileError(path, "; ".join(problems))
+
+
+__all__ = [
+    "MAX_INCIDENT_MEV",
+    "NEGATIVE_TOLERANCE_MEV",
+    "CaloFile",
+    "ShowerWriter",
+    "ValueStats",
+    "check_calochallenge",
+    "open_calochallenge",
+    "read_calochallenge",
+    "row_problems",
+    "temporary_path",
+    "validate_calochallenge",
+    "validate_detailed",
+    "write_calochallenge",
+]

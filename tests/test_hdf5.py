@@ -1,0 +1,365 @@
+"""CaloChallenge HDF5: streamed reading, atomic writing, validation of bad inputs (real files in tmp_path)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from fastsim.data.hdf5 import (
+    NEGATIVE_TOLERANCE_MEV,
+    ShowerWriter,
+    check_calochallenge,
+    open_calochallenge,
+    read_calochallenge,
+    validate_calochallenge,
+    write_calochallenge,
+)
+from fastsim.errors import InputFileError
+from fastsim.geometry import Geometry
+
+V = 60  # geo_small: 3 layers x 4 alpha x 5 r
+
+
+def _showers(rng: np.random.Generator, n: int, v: int = V) -> tuple[np.ndarray, np.ndarray]:
+    """Physically plausible showers: E_inc log-uniform 1-100 GeV, deposits ~90 % of it."""
+    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
+    frac = rng.dirichlet(np.ones(v), size=n)
+    s = (frac * (0.9 * e)[:, None]).astype(np.float32)
+    s[rng.random(s.shape) < 0.3] = 0.0
+    return e, s
+
+
+def _raw(path, e, s, **kw) -> str:
+    """Write the two datasets with h5py directly (bypassing fastsim), to build bad files."""
+    with h5py.File(path, "w") as f:
+        if e is not None:
+            f.create_dataset("incident_energies", data=e, **kw)
+        if s is not None:
+            f.create_dataset("showers", data=s, **kw)
+    return os.fspath(path)
+
+
+# --------------------------------------------------------------------------- reading / writing
+
+
+def test_write_read_round_trip_and_attrs(tmp_path, rng):
+    e, s = _showers(rng, 50)
+    p = tmp_path / "a.h5"
+    write_calochallenge(p, e, s, attrs={"producer": "geant4", "seed": 7, "detector": {"name": "x"}})
+    with h5py.File(p) as f:
+        assert f["incident_energies"].shape == (50, 1)
+        assert f["showers"].shape == (50, V)
+        assert f["showers"].compression == "gzip"
+        assert f["showers"].compression_opts == 4
+        assert f["showers"].maxshape == (None, V)
+        assert f.attrs["producer"] == "geant4"
+        assert f.attrs["seed"] == 7
+        assert "fastsim_version" in f.attrs  # provenance
+    e2, s2 = read_calochallenge(p)
+    assert e2.dtype == np.float64 and e2.shape == (50,)
+    assert s2.dtype == np.float32
+    np.testing.assert_array_equal(e2, e)
+    np.testing.assert_array_equal(s2, s)
+    assert validate_calochallenge(p, Geometry.regular(3, 4, [0, 5, 10, 20, 50, 100])) == []
+
+
+def test_chunked_reading_equals_full_reading(tmp_path, rng):
+    e, s = _showers(rng, 103)
+    p = tmp_path / "a.h5"
+    write_calochallenge(p, e, s, chunk_rows=16)
+    with open_calochallenge(p) as cf:
+        assert (cf.n_showers, cf.n_voxels, len(cf)) == (103, V, 103)
+        full_e, full_s = cf.read()
+        parts = list(cf.iter_chunks(chunk_size=10))
+        assert [len(pe) for pe, _ in parts] == [10] * 10 + [3]
+        np.testing.assert_array_equal(np.concatenate([pe for pe, _ in parts]), full_e)
+        np.testing.assert_array_equal(np.concatenate([ps for _, ps in parts]), full_s)
+        sub = list(cf.iter_chunks(chunk_size=7, start=20, stop=41))
+        np.testing.assert_array_equal(np.concatenate([ps for _, ps in sub]), s[20:41])
+        np.testing.assert_array_equal(cf.incident_energies(), e)
+        assert cf.attrs["fastsim_version"]
+
+
+def test_reads_1d_incident_energies(tmp_path, rng):
+    e, s = _showers(rng, 20)
+    p = _raw(tmp_path / "flat.h5", e, s)
+    e2, s2 = read_calochallenge(p)
+    assert e2.shape == (20,)
+    np.testing.assert_array_equal(e2, e)
+    assert validate_calochallenge(p) == []
+
+
+def test_writer_appends_blocks_and_compression_options(tmp_path, rng):
+    e, s = _showers(rng, 30)
+    for comp in (None, "lzf"):
+        p = tmp_path / f"c_{comp}.h5"
+        with ShowerWriter(p, V, compression=comp, chunk_rows=8) as w:
+            for lo in range(0, 30, 7):
+                w.append(e[lo : lo + 7, None], s[lo : lo + 7])  # (n, 1) accepted too
+            assert w.n_written == 30
+            w.set_attrs(time_per_shower_s=0.5)
+        with h5py.File(p) as f:
+            assert f["showers"].compression == comp
+            assert f.attrs["time_per_shower_s"] == 0.5
+        np.testing.assert_array_equal(read_calochallenge(p)[1], s)
+
+
+def test_writer_refuses_overwrite_unless_asked(tmp_path, rng):
+    e, s = _showers(rng, 5)
+    p = tmp_path / "a.h5"
+    write_calochallenge(p, e, s)
+    with pytest.raises(InputFileError, match="a.h5: output file exists"):
+        write_calochallenge(p, e[:2], s[:2])
+    assert read_calochallenge(p)[0].shape == (5,)
+    write_calochallenge(p, e[:2], s[:2], overwrite=True)
+    assert read_calochallenge(p)[0].shape == (2,)
+    assert sorted(os.listdir(tmp_path)) == ["a.h5"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_writer_leaves_nothing(tmp_path, rng, exc):
+    e, s = _showers(rng, 10)
+    p = tmp_path / "out.h5"
+    with pytest.raises(exc), ShowerWriter(p, V) as w:
+        w.append(e, s)
+        assert os.path.exists(w.tmp_path)
+        assert os.path.dirname(w.tmp_path) == str(tmp_path)
+        raise exc("stop")
+    assert os.listdir(tmp_path) == []
+
+
+def test_interrupted_overwrite_keeps_old_file(tmp_path, rng):
+    e, s = _showers(rng, 10)
+    p = tmp_path / "out.h5"
+    write_calochallenge(p, e, s)
+    with pytest.raises(RuntimeError), ShowerWriter(p, V, overwrite=True) as w:
+        w.append(e[:3], s[:3])
+        raise RuntimeError
+    np.testing.assert_array_equal(read_calochallenge(p)[1], s)
+    assert os.listdir(tmp_path) == ["out.h5"]
+
+
+def test_killed_process_leaves_only_a_hidden_partial(tmp_path):
+    """A process killed hard mid-write never produces the final name (the temp is hidden)."""
+    p = tmp_path / "out.h5"
+    code = (
+        "import os, numpy as np\n"
+        "from fastsim.data.hdf5 import ShowerWriter\n"
+        f"w = ShowerWriter({str(p)!r}, 4)\n"
+        "w.append(np.ones(3) * 100, np.ones((3, 4)))\n"
+        "os._exit(1)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert not p.exists()
+    assert all(name.startswith(".out.h5.partial-") for name in os.listdir(tmp_path))
+
+
+def test_unclosed_writer_is_cleaned_up_when_collected(tmp_path, rng):
+    e, s = _showers(rng, 4)
+    w = ShowerWriter(tmp_path / "x.h5", V)
+    w.append(e, s)
+    tmp = w.tmp_path
+    assert os.path.exists(tmp)
+    del w
+    import gc
+
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+
+
+def test_append_mode_is_atomic(tmp_path, rng):
+    e, s = _showers(rng, 20)
+    p = tmp_path / "a.h5"
+    write_calochallenge(p, e[:12], s[:12], attrs={"producer": "geant4"})
+    with ShowerWriter(p, V, mode="a", attrs={"appended": 1}) as w:
+        assert w.n_written == 12
+        w.append(e[12:], s[12:])
+    e2, s2 = read_calochallenge(p)
+    np.testing.assert_array_equal(e2, e)
+    np.testing.assert_array_equal(s2, s)
+    with open_calochallenge(p) as cf:
+        assert cf.attrs["producer"] == "geant4" and cf.attrs["appended"] == 1
+    # a failed append leaves the finished file exactly as it was
+    with pytest.raises(RuntimeError), ShowerWriter(p, V, mode="a") as w:
+        w.append(e[:5], s[:5])
+        raise RuntimeError
+    assert read_calochallenge(p)[0].shape == (20,)
+    assert os.listdir(tmp_path) == ["a.h5"]
+    with pytest.raises(InputFileError, match="cannot append showers of 7 voxels"):
+        ShowerWriter(p, 7, mode="a")
+    with pytest.raises(InputFileError, match="file not found"):
+        ShowerWriter(tmp_path / "none.h5", V, mode="a")
+
+
+def test_writer_rejects_bad_blocks(tmp_path, rng):
+    e, s = _showers(rng, 4)
+    with pytest.raises(ValueError, match="shape"), ShowerWriter(tmp_path / "a.h5", V) as w:
+        w.append(e, s[:, :10])
+    with (
+        pytest.raises(ValueError, match="3 incident energies for 4 showers"),
+        ShowerWriter(tmp_path / "a.h5", V) as w,
+    ):
+        w.append(e[:3], s)
+    assert os.listdir(tmp_path) == []
+
+
+def test_output_directory_must_exist(tmp_path, rng):
+    e, s = _showers(rng, 2)
+    with pytest.raises(InputFileError, match="does not exist"):
+        write_calochallenge(tmp_path / "no" / "a.h5", e, s)
+
+
+# --------------------------------------------------------------------------- validation
+
+GEO = Geometry.regular(3, 4, [0, 5, 10, 20, 50, 100], name="small")
+
+
+def _expect(path, *fragments, geometry=GEO):
+    problems = validate_calochallenge(path, geometry)
+    joined = "; ".join(problems)
+    for frag in fragments:
+        assert frag in joined, f"{frag!r} not in {problems}"
+    with pytest.raises(InputFileError) as info:
+        check_calochallenge(path, geometry)
+    msg = str(info.value)
+    assert msg.startswith(os.fspath(path) + ": ")
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg
+    return problems
+
+
+def test_missing_file(tmp_path):
+    _expect(tmp_path / "nope.h5", "file not found")
+    with pytest.raises(InputFileError, match="nope.h5: file not found"):
+        open_calochallenge(tmp_path / "nope.h5")
+
+
+def test_not_hdf5(tmp_path):
+    p = tmp_path / "text.h5"
+    p.write_text("this is not HDF5\n")
+    _expect(p, "not a readable HDF5 file")
+
+
+def test_missing_datasets(tmp_path, rng):
+    e, s = _showers(rng, 5)
+    _expect(_raw(tmp_path / "a.h5", None, s), "missing dataset 'incident_energies'")
+    _expect(_raw(tmp_path / "b.h5", e[:, None], None), "missing dataset 'showers'")
+    probs = _expect(
+        _raw(tmp_path / "c.h5", None, None),
+        "missing dataset 'incident_energies'",
+        "missing dataset 'showers'",
+    )
+    assert len(probs) == 2
+    with pytest.raises(InputFileError, match="c.h5: missing dataset"):
+        open_calochallenge(tmp_path / "c.h5")
+
+
+def test_showers_not_2d(tmp_path, rng):
+    e, s = _showers(rng, 5)
+    _expect(_raw(tmp_path / "a.h5", e[:, None], s.reshape(5, 3, 20)), "showers must be 2-D", "(5, 3, 20)")
+
+
+def test_incident_energy_shape(tmp_path, rng):
+    e, s = _showers(rng, 6)
+    _expect(_raw(tmp_path / "a.h5", e.reshape(3, 2), s), "incident_energies must have shape (N, 1) or (N,)")
+
+
+def test_n_mismatch(tmp_path, rng):
+    e, s = _showers(rng, 6)
+    _expect(_raw(tmp_path / "a.h5", e[:4, None], s), "incident_energies has 4 rows but showers has 6")
+
+
+def test_voxel_count_against_geometry(tmp_path, rng):
+    e, s = _showers(rng, 6, v=61)
+    _expect(_raw(tmp_path / "a.h5", e[:, None], s), "showers have 61 voxels but geometry 'small' has 60")
+    # also against a built-in by name
+    probs = validate_calochallenge(tmp_path / "a.h5", "1-photons")
+    assert probs == ["showers have 61 voxels but geometry '1-photons' has 368"]
+    assert validate_calochallenge(tmp_path / "a.h5") == []  # no geometry: count not checked
+
+
+def test_empty_file(tmp_path):
+    p = _raw(tmp_path / "a.h5", np.zeros((0, 1)), np.zeros((0, V), np.float32))
+    _expect(p, "no showers (N = 0)")
+    with open_calochallenge(p) as cf:  # readable, just empty
+        assert cf.n_showers == 0 and list(cf.iter_chunks()) == []
+
+
+def test_non_numeric_dataset(tmp_path, rng):
+    e, _ = _showers(rng, 3)
+    with h5py.File(tmp_path / "a.h5", "w") as f:
+        f["incident_energies"] = e[:, None]
+        f["showers"] = np.array([b"a", b"b", b"c"])
+    _expect(tmp_path / "a.h5", "'showers' is not numeric")
+
+
+def test_nan_and_inf_are_counted(tmp_path, rng):
+    e, s = _showers(rng, 40)
+    e[3] = np.nan
+    s[5, 2] = np.nan
+    s[5, 7] = np.inf
+    s[9, 0] = -np.inf
+    p = _raw(tmp_path / "a.h5", e[:, None], s)
+    _expect(
+        p,
+        "incident_energies has 1 non-finite values",
+        "showers have 3 non-finite voxel values (NaN/inf) in 2 showers",
+    )
+
+
+def test_non_positive_and_absurd_incident_energies(tmp_path, rng):
+    e, s = _showers(rng, 40)
+    e[0], e[1], e[2] = 0.0, -5.0, 3e8
+    p = _raw(tmp_path / "a.h5", e[:, None], s)
+    _expect(p, "incident_energies has 2 values <= 0 MeV", "1 values above 1e+08 MeV (100 TeV)")
+
+
+def test_negative_voxels_with_tolerance(tmp_path, rng):
+    e, s = _showers(rng, 40)
+    s[0, 0] = -0.5 * NEGATIVE_TOLERANCE_MEV  # float noise: tolerated
+    p = _raw(tmp_path / "ok.h5", e[:, None], s)
+    assert validate_calochallenge(p, GEO) == []
+    s[1, :4] = -2.0
+    s[2, 0] = -0.01
+    p = _raw(tmp_path / "bad.h5", e[:, None], s)
+    _expect(p, "5 negative voxel energies below -0.001 MeV in 2 showers (min -2 MeV)")
+
+
+def test_gev_incident_energies_with_mev_deposits(tmp_path, rng):
+    e, s = _showers(rng, 50)
+    p = _raw(tmp_path / "a.h5", (e / 1000)[:, None], s)  # E_inc in GeV, deposits in MeV
+    _expect(
+        p, "deposited energy exceeds 1.5 x the incident energy in 50 of 50 showers", "units look mixed up"
+    )
+
+
+def test_everything_in_gev_below_1_gev(tmp_path, rng):
+    e = rng.uniform(256, 900, 30)  # MeV
+    s = (rng.dirichlet(np.ones(V), size=30) * (0.9 * e)[:, None]).astype(np.float32)
+    assert validate_calochallenge(_raw(tmp_path / "mev.h5", e[:, None], s), GEO) == []
+    p = _raw(tmp_path / "gev.h5", (e / 1000)[:, None], s / 1000)
+    _expect(p, "all incident energies are below 1 MeV", "look like GeV")
+
+
+def test_a_few_high_ratio_showers_are_fine(tmp_path, rng):
+    """Fluctuations above 1.5 x E_inc in a small fraction (here 5 %) are not a unit problem."""
+    e, s = _showers(rng, 100)
+    s[:5] *= 2.0
+    assert validate_calochallenge(_raw(tmp_path / "a.h5", e[:, None], s), GEO) == []
+
+
+def test_validation_streams_in_chunks(tmp_path, rng):
+    """Counts are the same whatever the chunk size (problems split across chunk boundaries)."""
+    e, s = _showers(rng, 57)
+    s[::4, 3] = np.nan
+    p = _raw(tmp_path / "a.h5", e[:, None], s)
+    ref = validate_calochallenge(p, GEO, chunk_size=10_000)
+    for cs in (1, 4, 13):
+        assert validate_calochallenge(p, GEO, chunk_size=cs) == ref
+    assert "15 non-finite voxel values" in ref[0]
