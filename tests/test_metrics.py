@@ -18,6 +18,14 @@ from fastsim.metrics.compare import (
     wasserstein,
     width_ratio,
 )
+from fastsim.metrics.response import (
+    compare_response,
+    energy_groups,
+    energy_response,
+    layer_response,
+    summarize,
+)
+from fastsim.metrics.shapes import shower_features, voxel_spectrum_counts, voxel_spectrum_edges
 
 # ----------------------------------------------------------------------------- compare.py
 
@@ -131,3 +139,114 @@ def test_compare_distributions_has_every_key(rng):
         assert key in out
     assert out["ndf"] == 29 and len(out["edges"]) == 26
     assert out["n_generated"] == 1500 and out["n_reference"] == 2000
+
+
+# ----------------------------------------------------------------------------- response.py
+
+DS1_ENERGIES = 256.0 * 2.0 ** np.arange(15)  # CaloChallenge dataset 1: 256 MeV … 4.2 TeV
+
+
+def test_energy_groups_detects_discrete_and_continuous(rng):
+    e = rng.choice(DS1_ENERGIES, size=3000)
+    g = energy_groups(e)
+    assert g.kind == "discrete" and g.n_groups == 15
+    # float32 storage rounding still matches
+    idx = g.assign(e.astype(np.float32))
+    assert np.all(idx >= 0) and np.all(g.energies[idx] == e)
+    assert g.assign(np.array([300.0]))[0] == -1
+    cont = np.exp(rng.uniform(np.log(1e3), np.log(1e6), size=5000))
+    gc = energy_groups(cont, n_bins=6)
+    assert gc.kind == "binned" and gc.n_groups == 6
+    ic = gc.assign(cont)
+    assert np.all(ic >= 0)  # the extremes land inside
+    assert np.all((cont >= gc.edges[ic]) & (cont <= gc.edges[ic + 1]))
+    # log-uniform: about equal counts per log bin
+    assert np.bincount(ic).min() > 0.8 * 5000 / 6
+    assert len(gc.keys()) == 6 and len(gc.labels()) == 6
+
+
+def test_resolution_of_a_gaussian_is_recovered(rng):
+    sigma, mu = 0.05, 0.9
+    res, uncs = [], []
+    for _ in range(50):
+        s = summarize(rng.normal(mu, sigma, size=2000))
+        res.append(s["resolution"])
+        uncs.append(s["resolution_unc"])
+    assert np.mean(res) == pytest.approx(sigma / mu, rel=0.01)
+    # the delta-method uncertainty describes the spread over repeats
+    assert np.mean(uncs) == pytest.approx(np.std(res, ddof=1), rel=0.25)
+    s = summarize(rng.normal(mu, sigma, size=2000), n_bootstrap=200, seed=3)
+    assert s["resolution_unc"] == pytest.approx(np.mean(uncs), rel=0.25)
+
+
+def test_response_recovers_a_two_percent_scale(rng, geo_small):
+    n = 4000
+    e = rng.choice([1000.0, 10_000.0, 100_000.0], size=n)
+    frac = rng.normal(0.9, 0.03, size=n)
+    # showers: a random per-voxel split of E = frac × E_inc
+    w = rng.dirichlet(np.ones(geo_small.n_voxels), size=n)
+    ref = w * (frac * e)[:, None]
+    e2 = rng.choice([1000.0, 10_000.0, 100_000.0], size=n)
+    gen = 1.02 * rng.dirichlet(np.ones(geo_small.n_voxels), size=n) * (rng.normal(0.9, 0.03, size=n) * e2)[:, None]
+    groups = energy_groups(e)
+    r_ref = energy_response(e, ref.sum(1), groups)
+    r_gen = energy_response(e2, gen.sum(1), groups)
+    for a, b in zip(r_gen, r_ref, strict=True):
+        c = compare_response(a, b)
+        assert abs(c["response_ratio"] - 1.02) < 3 * c["response_ratio_unc"]
+        assert c["response_ratio_unc"] < 0.003
+        assert abs(c["resolution_ratio"] - 1.0) < 3 * c["resolution_ratio_unc"]
+
+
+def test_layer_response_fractions(geo_small):
+    # every shower puts 60% / 30% / 10% of 0.8 E_inc into the three layers
+    e = np.array([1000.0, 1000.0, 5000.0])
+    layers = np.array([0.6, 0.3, 0.1]) * 0.8
+    el = e[:, None] * layers[None, :]
+    out = layer_response(e, el, energy_groups(e))
+    assert out["n"].tolist() == [2, 1]
+    assert np.allclose(out["frac_inc"], layers[None, :])
+    assert np.allclose(out["frac_tot"], [0.6, 0.3, 0.1])
+
+
+# ----------------------------------------------------------------------------- shapes.py
+
+
+def test_single_voxel_shower_centre_is_the_voxel_centre(geo_photons):
+    geo = geo_photons
+    x, y = geo.voxel_xy_center
+    r = geo.voxel_r_center
+    for v in (0, 10, geo.layer_offsets[1] + 37, geo.n_voxels - 1):
+        shower = np.zeros((1, geo.n_voxels))
+        shower[0, v] = 123.0
+        f = shower_features(shower, [1000.0], geo)
+        layer = geo.voxel_layer[v]
+        assert f["center_x"][0, layer] == pytest.approx(x[v])
+        assert f["center_y"][0, layer] == pytest.approx(y[v])
+        assert f["center_r"][0, layer] == pytest.approx(r[v])
+        assert f["width_x"][0, layer] == 0 and f["width_r"][0, layer] == 0
+        assert f["e_layer"][0, layer] == 123.0 and f["e_tot"][0] == 123.0
+        assert f["sparsity"][0, layer] == pytest.approx(1 / geo.layers[layer].n_voxels)
+        # empty layers: exactly 0, never NaN
+        others = np.arange(geo.n_layers) != layer
+        for key in ("center_x", "center_y", "center_r", "width_x", "width_y", "width_r", "sparsity"):
+            assert np.all(f[key][0, others] == 0)
+            assert np.all(np.isfinite(f[key]))
+
+
+def test_two_voxel_width(geo_small):
+    # two voxels of equal energy in the same α bin at r = 2.5 and 7.5 mm: width_r = 2.5 mm
+    s = np.zeros((1, geo_small.n_voxels))
+    s[0, 0] = s[0, 1] = 5.0
+    f = shower_features(s, [100.0], geo_small)
+    assert f["center_r"][0, 0] == pytest.approx(5.0)
+    assert f["width_r"][0, 0] == pytest.approx(2.5)
+    assert f["sparsity"][0, 0] == pytest.approx(2 / 20)
+    assert shower_features(s, [100.0], geo_small, threshold=5.0)["sparsity"][0, 0] == 0.0
+
+
+def test_voxel_spectrum_counts():
+    edges = voxel_spectrum_edges(1e-3, 1e3, 6)
+    s = np.array([[0.0, 5e-4, 0.01, 0.5, 0.5, 2e3]])
+    counts, below, above = voxel_spectrum_counts(s, edges)
+    assert counts.sum() == 3 and below == 2 and above == 1
