@@ -40,7 +40,7 @@ import contextlib
 import os
 import shutil
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -622,12 +622,17 @@ def validate_detailed(
     path: str | os.PathLike,
     geometry: Geometry | str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_chunk: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[list[tuple[str, str]], ValueStats | None]:
     """Like :func:`validate_calochallenge` but returns ``(kind, message)`` pairs and the counts.
 
     Kinds: ``"file"`` and ``"structure"`` (nothing further can be read), ``"nonfinite"``,
     ``"energy"``, ``"negative"`` (per-shower problems that can be skipped row by row) and
     ``"units"`` (file-wide).
+
+    Args:
+        on_chunk: called as ``on_chunk(start_row, e_inc (n,), showers (n, V))`` for every chunk
+            read, so callers (progress bars, row masks) share the one streamed pass.
     """
     path = os.fspath(path)
     geo = Geometry.resolve(geometry) if geometry is not None else None
@@ -646,6 +651,8 @@ def validate_detailed(
             e = _as_e_inc(ei[lo:hi])
             s = np.asarray(sh[lo:hi], dtype=np.float32)
             _accumulate(stats, e, s)
+            if on_chunk is not None:
+                on_chunk(lo, e, s)
     return _value_problems(stats), stats
 
 

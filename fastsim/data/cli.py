@@ -1,0 +1,129 @@
+"""``fastsim validate`` and ``fastsim prep-train``.
+
+``fastsim validate FILE... [--geometry NAME|XML]`` prints ``FILE: OK`` or one line per problem;
+the exit status is 2 when any file has a problem.
+
+``fastsim prep-train IN.h5 [IN2.h5 ...] -o OUT.h5 --geometry 1-photons [--transform divide]
+[--seed 0] [--chunk-size N] [--skip-bad]`` writes a training tensors file
+(:func:`fastsim.data.tensors.prepare_training_tensors`). Errors in the inputs are reported as one
+line naming the file (exit status 2) and no output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fastsim.geometry import BUILTIN
+
+_PRESETS = (
+    "divide",
+    "log",
+    "standardize",
+    "log-standardize",
+)  # fastsim.data.transforms.PRESETS (no torch import)
+
+
+def _validate(argv: list[str]) -> int:
+    from fastsim.data.hdf5 import DEFAULT_CHUNK_SIZE, validate_calochallenge
+    from fastsim.geometry import Geometry
+
+    parser = argparse.ArgumentParser(
+        prog="fastsim validate", description="Check CaloChallenge HDF5 files (structure, values, units)."
+    )
+    parser.add_argument("files", nargs="+", help="CaloChallenge HDF5 files")
+    parser.add_argument(
+        "--geometry",
+        help=f"check the voxel count against a built-in geometry ({', '.join(BUILTIN)}) or an XML file",
+    )
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows read at a time")
+    args = parser.parse_args(argv)
+    geo = Geometry.resolve(args.geometry) if args.geometry else None
+    n_bad = 0
+    for path in args.files:
+        problems = validate_calochallenge(path, geo, chunk_size=args.chunk_size)
+        if problems:
+            n_bad += 1
+            for p in problems:
+                print(f"{path}: {p}")
+        else:
+            print(f"{path}: OK")
+    if n_bad:
+        print(f"{n_bad} of {len(args.files)} files have problems", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _prep_train(argv: list[str]) -> int:
+    from fastsim.data.hdf5 import DEFAULT_CHUNK_SIZE
+    from fastsim.data.tensors import DEFAULT_BUCKET_BYTES, prepare_training_tensors
+
+    parser = argparse.ArgumentParser(
+        prog="fastsim prep-train",
+        description="Turn CaloChallenge HDF5 files into one shuffled training tensors file.",
+    )
+    parser.add_argument("inputs", nargs="+", help="CaloChallenge HDF5 files (MeV)")
+    parser.add_argument("-o", "--output", required=True, help="training tensors file to write")
+    parser.add_argument(
+        "--geometry", required=True, help=f"built-in geometry ({', '.join(BUILTIN)}) or XML file"
+    )
+    parser.add_argument(
+        "--transform",
+        default="divide",
+        help=f"voxel transform: one of {', '.join(_PRESETS)} or a JSON config (default: divide)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows read at a time")
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="drop (and count) showers with NaN/inf, bad incident energies or negative voxels instead of stopping",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    parser.add_argument(
+        "--compression",
+        choices=("none", "lzf", "gzip"),
+        default="none",
+        help="compression of x/cond (default none)",
+    )
+    parser.add_argument(
+        "--bucket-mb", type=float, default=DEFAULT_BUCKET_BYTES / 2**20, help="memory per shuffle bucket, MiB"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    summary = prepare_training_tensors(
+        args.inputs,
+        args.output,
+        args.geometry,
+        transform_config=args.transform,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        compression=None if args.compression == "none" else args.compression,
+        bucket_bytes=int(args.bucket_mb * 2**20),
+    )
+    print(
+        f"wrote {summary['output']}: {summary['n_written']} showers "
+        f"(read {summary['n_read']}, skipped {summary['n_skipped']}) in {summary['seconds']:.1f} s"
+    )
+    for reason, count in summary["skipped"].items():
+        print(f"  skipped {count}: {reason}")
+    if summary["n_skipped"]:
+        print(json.dumps(summary["files"], indent=1))
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``argv[0]`` is the command name ("validate" or "prep-train")."""
+    if not argv:
+        raise SystemExit("fastsim.data.cli: expected 'validate' or 'prep-train'")
+    command, rest = argv[0], argv[1:]
+    if command == "validate":
+        return _validate(rest)
+    if command == "prep-train":
+        return _prep_train(rest)
+    print(f"fastsim.data.cli: unknown command {command!r}", file=sys.stderr)
+    return 2

@@ -1,0 +1,471 @@
+"""The "training tensors" file: model-space showers, conditions and energies, shuffled, on disk.
+
+One HDF5 file holding
+
+- ``x`` (N, V) float32: voxels after the fitted voxel transform (model space);
+- ``cond`` (N, C) float32: conditions, column 0 the scaled incident energy (:class:`EnergyCondition`);
+- ``e_inc`` (N,) float64: incident energies in MeV;
+
+rows globally shuffled with a seed, so a streaming DataModule can read contiguous blocks. Its
+attributes: ``format = "fastsim-training-tensors"``, ``format_version``, ``geometry`` (JSON),
+``transform`` and ``condition`` (JSON configs with the fitted values, for
+:func:`fastsim.data.transforms.build_transform`), ``sources`` (JSON list of the input files with
+their SHA-256 and row counts), ``seed``, the skip counts and :func:`fastsim.provenance.provenance`.
+
+:func:`prepare_training_tensors` builds it in streamed passes, never holding more than one chunk
+plus one shuffle bucket in memory:
+
+1. validate every input against the geometry (:func:`fastsim.data.hdf5.validate_detailed`),
+   recording which rows are unusable (kept only with ``skip_bad=True``, else the first bad file
+   stops everything with an :class:`InputFileError`);
+2. fit the energy condition (incident energies only) and, if a stage needs it, the voxel
+   transform (one pass per stage needing a fit, e.g. :class:`Standardize`);
+3. scatter: transform each chunk and send every row to one of K temporary bucket datasets, the
+   bucket given by a hash of (seed, global row index); K is chosen so one bucket fits in
+   ``bucket_bytes`` of memory;
+4. gather: read each bucket, permute it with a generator seeded by (seed, bucket) and write it.
+
+Uniform bucket choice followed by a uniform shuffle inside each bucket gives a uniformly random
+permutation of all rows (the classic two-pass shuffle). Because the bucket of a row depends only on
+its global index and the seed, the output is identical for any ``chunk_size``.
+
+Voxel values in [-NEGATIVE_TOLERANCE_MEV, 0) (float noise the validator tolerates) are clipped to
+0 before the transform, since a log transform of a negative fraction would be NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+from fastsim.data.hdf5 import (
+    DEFAULT_CHUNK_SIZE,
+    _check_target,
+    _decode_attrs,
+    _default_chunk_rows,
+    _open_h5,
+    _remove_quietly,
+    open_calochallenge,
+    row_problems,
+    temporary_path,
+    validate_detailed,
+)
+from fastsim.errors import FastsimError, InputFileError
+from fastsim.geometry import Geometry
+
+FORMAT = "fastsim-training-tensors"
+FORMAT_VERSION = 1
+#: Memory one shuffle bucket may take (x + cond + e_inc), bytes.
+DEFAULT_BUCKET_BYTES = 256 << 20
+
+#: Kinds of validation problems that can be dropped row by row with ``skip_bad``.
+_SKIPPABLE = {"nonfinite", "energy", "negative"}
+
+
+def _progress(iterable: Any = None, **kwargs: Any) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)
+
+
+# --------------------------------------------------------------------------- shuffle keys
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on uint64 (Steele, Lea & Flood 2014): a well-mixed hash per value."""
+    with np.errstate(over="ignore"):
+        z = x + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def bucket_of(rows: np.ndarray, seed: int, n_buckets: int) -> np.ndarray:
+    """Shuffle bucket (0..n_buckets-1) of global row indices ``rows`` (int (n,)), fixed by ``seed``."""
+    key = _splitmix64(np.asarray(rows, dtype=np.uint64) ^ _splitmix64(np.array([seed], dtype=np.uint64)))
+    return (key % np.uint64(n_buckets)).astype(np.int64)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class _Source:
+    path: str
+    n_showers: int
+    good: np.ndarray  # bool (N,): rows kept
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def _validate_one(path: str, geo: Geometry, chunk_size: int, skip_bad: bool, progress: bool) -> _Source:
+    """Validate one input in a single streamed pass, recording the rows to keep."""
+    good_parts: list[np.ndarray] = []
+    skipped: dict[str, int] = {}
+    total = None
+    with contextlib.suppress(InputFileError), open_calochallenge(path) as cf:  # problems: reported below
+        total = cf.n_showers
+    bar = _progress(
+        total=total, desc=f"validate {os.path.basename(path)}", unit="shower", disable=not progress
+    )
+
+    def on_chunk(lo: int, e: np.ndarray, s: np.ndarray) -> None:
+        bad = np.zeros(len(e), dtype=bool)
+        for reason, m in row_problems(e, s).items():  # each row counted once, under its first reason
+            new = m & ~bad
+            if new.any():
+                skipped[reason] = skipped.get(reason, 0) + int(new.sum())
+            bad |= m
+        good_parts.append(~bad)
+        bar.update(len(e))
+
+    try:
+        problems, _ = validate_detailed(path, geo, chunk_size, on_chunk=on_chunk)
+    finally:
+        bar.close()
+    fatal = [msg for kind, msg in problems if not (skip_bad and kind in _SKIPPABLE)]
+    if fatal:
+        hint = ""
+        if not skip_bad and all(kind in _SKIPPABLE for kind, _ in problems):
+            hint = " (pass --skip-bad / skip_bad=True to drop these showers)"
+        raise InputFileError(path, "; ".join(fatal) + hint)
+    good = np.concatenate(good_parts) if good_parts else np.zeros(0, dtype=bool)
+    return _Source(path, len(good), good, skipped)
+
+
+def _iter_good(
+    sources: Sequence[_Source], chunk_size: int, progress: bool, desc: str
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(e_inc (n,) MeV, showers (n, V) MeV clipped at 0) over the kept rows of all inputs, in order."""
+    total = sum(int(src.good.sum()) for src in sources)
+    with _progress(total=total, desc=desc, unit="shower", disable=not progress) as bar:
+        for src in sources:
+            with open_calochallenge(src.path) as cf:
+                for lo in range(0, src.n_showers, chunk_size):
+                    hi = min(lo + chunk_size, src.n_showers)
+                    keep = src.good[lo:hi]
+                    if not keep.any():
+                        continue
+                    e, s = cf.read(lo, hi)
+                    if not keep.all():
+                        e, s = e[keep], s[keep]
+                    np.maximum(s, 0.0, out=s)  # tolerated float noise below 0 -> 0
+                    bar.update(len(e))
+                    yield e, s
+
+
+def _create(
+    f: h5py.File, name: str, shape: tuple[int, ...], dtype: Any, rows: int, compression: str | None
+) -> h5py.Dataset:
+    """A chunked dataset of ``rows`` rows per chunk, resizable along axis 0."""
+    opts: dict[str, Any] = {}
+    if compression == "gzip":
+        opts = {"compression": "gzip", "compression_opts": 4}
+    elif compression == "lzf":
+        opts = {"compression": "lzf"}
+    elif compression is not None:
+        raise FastsimError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
+    return f.create_dataset(
+        name, shape=shape, maxshape=(None, *shape[1:]), dtype=dtype, chunks=(max(1, rows), *shape[1:]), **opts
+    )
+
+
+def prepare_training_tensors(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    geometry: Geometry | str | dict,
+    transform_config: Any = None,
+    seed: int = 0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = True,
+    skip_bad: bool = False,
+    condition_config: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    compression: str | None = None,
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+) -> dict[str, Any]:
+    """Turn CaloChallenge files into one shuffled training tensors file (see the module docstring).
+
+    Args:
+        inputs: CaloChallenge HDF5 files (MeV), all of ``geometry``'s voxel count.
+        output: the training tensors file; written atomically (temporary name, then rename).
+        geometry: Geometry, built-in name ("1-photons"), XML path or dict.
+        transform_config: voxel transform: a preset name ("divide", "log", "standardize",
+            "log-standardize"), a config dict/JSON or a VoxelTransform; None = "divide". Stages
+            that are already fitted (a config carrying fitted values) are not refitted.
+        seed: shuffle seed; the same inputs and seed give an identical ``x``/``cond``/``e_inc``.
+        chunk_size: rows read at a time.
+        progress: show tqdm progress bars (stderr).
+        skip_bad: drop (and count) showers with NaN/inf, incident energies <= 0 or > 1e8 MeV, or
+            voxel energies below -1e-3 MeV instead of stopping; file-wide problems still stop.
+        condition_config: an :class:`EnergyCondition` config to use instead of fitting one.
+        overwrite: replace an existing ``output``.
+        compression: for ``x``/``cond``: None (default: training re-reads the file every epoch
+            and uncompressed reads are ~10x faster than gzip/lzf), "lzf" or "gzip".
+        bucket_bytes: memory budget of one shuffle bucket.
+
+    Returns:
+        Summary: ``n_read``, ``n_written``, ``n_skipped``, ``skipped`` {reason: count},
+        ``files`` (per input: path, n_read, n_written, skipped), ``n_buckets``, ``seed``,
+        ``output``, ``seconds``.
+
+    Raises:
+        InputFileError: an input fails validation (all its problems in one line), or ``output`` exists.
+    """
+    import torch
+
+    from fastsim.data.transforms import EnergyCondition, build_transform, voxel_transform
+    from fastsim.provenance import file_sha256, provenance
+
+    t0 = time.perf_counter()
+    paths = [os.fspath(p) for p in inputs]
+    output = os.fspath(output)
+    if not paths:
+        raise FastsimError("prepare_training_tensors: no input files")
+    if chunk_size < 1:
+        raise FastsimError(f"chunk_size must be >= 1, got {chunk_size}")
+    out_abs = os.path.abspath(output)
+    for p in paths:
+        if os.path.abspath(p) == out_abs:
+            raise InputFileError(output, "output file is also an input")
+    _check_target(output, overwrite)
+    geo = Geometry.resolve(geometry)
+
+    # 1. validation, row masks
+    sources = [_validate_one(p, geo, chunk_size, skip_bad, progress) for p in paths]
+    n_read = sum(s.n_showers for s in sources)
+    n_good = sum(int(s.good.sum()) for s in sources)
+    skipped: dict[str, int] = {}
+    for src in sources:
+        for k, v in src.skipped.items():
+            skipped[k] = skipped.get(k, 0) + v
+    if n_good == 0:
+        raise InputFileError(paths[0], f"no usable showers left in the inputs (skipped: {skipped})")
+
+    # 2. fits
+    if condition_config is not None:
+        cond_t = build_transform(condition_config)
+        if not isinstance(cond_t, EnergyCondition):
+            raise FastsimError(
+                f"condition_config must be an EnergyCondition config, got {condition_config!r:.200}"
+            )
+    else:
+        cond_t = EnergyCondition()
+        for src in sources:
+            with open_calochallenge(src.path) as cf:
+                cond_t.partial_fit(cf.incident_energies()[src.good])
+        cond_t.finish_fit()
+    vt = voxel_transform(transform_config)
+    if not vt.is_fitted:
+        vt.fit_stream(lambda: ((s, e) for e, s in _iter_good(sources, chunk_size, progress, "fit transform")))
+
+    # 3. scatter into buckets
+    n_cond = 1
+    row_bytes = 4 * geo.n_voxels + 4 * n_cond + 8
+    n_buckets = max(1, math.ceil(n_good * row_bytes / max(1, bucket_bytes)))
+    rows_per_chunk = _default_chunk_rows(geo.n_voxels)
+    tmp_out = temporary_path(output)
+    tmp_buckets = temporary_path(output, tag="buckets")
+    try:
+        with h5py.File(tmp_buckets, "w") as fb:
+            bx = [
+                _create(fb, f"x{k}", (0, geo.n_voxels), np.float32, rows_per_chunk, None)
+                for k in range(n_buckets)
+            ]
+            bc = [_create(fb, f"c{k}", (0, n_cond), np.float32, 4096, None) for k in range(n_buckets)]
+            be = [_create(fb, f"e{k}", (0,), np.float64, 4096, None) for k in range(n_buckets)]
+            row0 = 0
+            with torch.no_grad():
+                for e, s in _iter_good(sources, chunk_size, progress, "transform+scatter"):
+                    et = torch.from_numpy(e)
+                    x = vt(torch.from_numpy(s), et).to(torch.float32).numpy()
+                    c = cond_t(et).to(torch.float32).numpy()
+                    if not (np.isfinite(x).all() and np.isfinite(c).all()):
+                        bad = int((~np.isfinite(x)).any(axis=1).sum())
+                        raise FastsimError(
+                            f"transform {json.dumps(vt.config())[:120]} produced non-finite values for "
+                            f"{bad} showers; choose another transform (e.g. a larger LogTransform eps)"
+                        )
+                    b = bucket_of(np.arange(row0, row0 + len(e)), seed, n_buckets)
+                    row0 += len(e)
+                    order = np.argsort(b, kind="stable")  # stable: rows keep input order within a bucket
+                    bounds = np.searchsorted(b[order], np.arange(n_buckets + 1))
+                    for k in range(n_buckets):
+                        sel = order[bounds[k] : bounds[k + 1]]
+                        if len(sel) == 0:
+                            continue
+                        m = bx[k].shape[0]
+                        for ds, arr in ((bx[k], x), (bc[k], c), (be[k], e)):
+                            ds.resize(m + len(sel), axis=0)
+                            ds[m:] = arr[sel]
+            assert row0 == n_good
+
+            # 4. gather: shuffle each bucket in memory and write it
+            with h5py.File(tmp_out, "w") as fo:
+                ox = _create(fo, "x", (n_good, geo.n_voxels), np.float32, rows_per_chunk, compression)
+                oc = _create(fo, "cond", (n_good, n_cond), np.float32, 65536, compression)
+                oe = _create(fo, "e_inc", (n_good,), np.float64, 65536, compression)
+                pos = 0
+                for k in _progress(range(n_buckets), desc="shuffle", unit="bucket", disable=not progress):
+                    n_k = bx[k].shape[0]
+                    if n_k == 0:
+                        continue
+                    perm = np.random.default_rng([seed, k]).permutation(n_k)
+                    ox[pos : pos + n_k] = bx[k][...][perm]
+                    oc[pos : pos + n_k] = bc[k][...][perm]
+                    oe[pos : pos + n_k] = be[k][...][perm]
+                    pos += n_k
+                assert pos == n_good
+                files = [
+                    {
+                        "path": os.path.abspath(src.path),
+                        "sha256": file_sha256(src.path),
+                        "n_read": src.n_showers,
+                        "n_written": int(src.good.sum()),
+                        "skipped": src.skipped,
+                    }
+                    for src in sources
+                ]
+                attrs = provenance(
+                    format=FORMAT,
+                    format_version=FORMAT_VERSION,
+                    geometry=geo.to_json(),
+                    transform=json.dumps(vt.config()),
+                    condition=json.dumps(cond_t.config()),
+                    sources=files,
+                    seed=int(seed),
+                    n_read=n_read,
+                    n_written=n_good,
+                    n_skipped=n_read - n_good,
+                    skipped=skipped,
+                )
+                fo.attrs.update(attrs)
+        os.replace(tmp_out, output)
+    finally:
+        _remove_quietly(tmp_buckets)
+        _remove_quietly(tmp_out)
+    return {
+        "output": output,
+        "n_read": n_read,
+        "n_written": n_good,
+        "n_skipped": n_read - n_good,
+        "skipped": skipped,
+        "files": [{k: v for k, v in f.items() if k != "sha256"} for f in files],
+        "n_buckets": n_buckets,
+        "seed": int(seed),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class TrainingTensors:
+    """Read a training tensors file written by :func:`prepare_training_tensors`.
+
+    The HDF5 handle is opened lazily and reopened in a new process (DataLoader workers), since
+    an h5py handle must not cross a fork; the object pickles without it.
+
+    Raises:
+        InputFileError: missing file, not HDF5, not a training tensors file, unsupported
+            ``format_version``, missing datasets or inconsistent shapes.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._f: h5py.File | None = None
+        self._pid = -1
+        f = self._file()
+        a = _decode_attrs(f.attrs)
+        if a.get("format") != FORMAT:
+            raise InputFileError(
+                self.path,
+                f"not a fastsim training tensors file (format attribute {a.get('format')!r}, expected {FORMAT!r})",
+            )
+        version = a.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputFileError(
+                self.path, f"unsupported format_version {version!r} (this fastsim reads <= {FORMAT_VERSION})"
+            )
+        for name in ("x", "cond", "e_inc"):
+            if name not in f or not isinstance(f[name], h5py.Dataset):
+                raise InputFileError(self.path, f"missing dataset {name!r}")
+        x, c, e = f["x"], f["cond"], f["e_inc"]
+        if x.ndim != 2 or c.ndim != 2 or e.ndim != 1 or not (x.shape[0] == c.shape[0] == e.shape[0]):
+            raise InputFileError(
+                self.path,
+                f"inconsistent shapes: x {x.shape}, cond {c.shape}, e_inc {e.shape} (expected (N, V), (N, C), (N,))",
+            )
+        try:
+            self.geometry = Geometry.from_json(a["geometry"])
+            self.transform_config: dict[str, Any] = json.loads(a["transform"])
+            self.condition_config: dict[str, Any] = json.loads(a["condition"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise InputFileError(self.path, f"bad geometry/transform/condition attribute ({err})") from None
+        if self.geometry.n_voxels != x.shape[1]:
+            raise InputFileError(
+                self.path, f"x has {x.shape[1]} voxels but the stored geometry has {self.geometry.n_voxels}"
+            )
+        self.attrs = a
+        self.n_voxels = int(x.shape[1])
+        self.n_conditions = int(c.shape[1])
+        self._len = int(x.shape[0])
+
+    def _file(self) -> h5py.File:
+        if self._f is None or self._pid != os.getpid():
+            self._f = _open_h5(self.path)
+            self._pid = os.getpid()
+        return self._f
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_f"], state["_pid"] = None, -1
+        return state
+
+    def __len__(self) -> int:
+        return self._len
+
+    def read(self, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+        """Rows ``start:stop``: ``x`` (n, V) float32, ``cond`` (n, C) float32, ``e_inc`` (n,) float64 MeV."""
+        start, stop, _ = slice(start, self._len if stop is None else stop).indices(self._len)
+        stop = max(start, stop)
+        f = self._file()
+        return {
+            "x": np.asarray(f["x"][start:stop], dtype=np.float32),
+            "cond": np.asarray(f["cond"][start:stop], dtype=np.float32),
+            "e_inc": np.asarray(f["e_inc"][start:stop], dtype=np.float64),
+        }
+
+    def build_transform(self) -> Any:
+        """The fitted voxel transform (a torch module) stored in the file."""
+        from fastsim.data.transforms import build_transform
+
+        return build_transform(self.transform_config)
+
+    def build_condition(self) -> Any:
+        """The fitted :class:`EnergyCondition` stored in the file."""
+        from fastsim.data.transforms import build_transform
+
+        return build_transform(self.condition_config)
+
+    def close(self) -> None:
+        if self._f is not None and self._pid == os.getpid():
+            self._f.close()
+        self._f = None
+
+    def __enter__(self) -> TrainingTensors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "TrainingTensors", "bucket_of", "prepare_training_tensors"]
