@@ -14,6 +14,7 @@ from fastsim.metrics.compare import (
     mean_ratio,
     reference_binning,
     separation_power,
+    separation_power_counts,
     separation_power_floor,
     wasserstein,
     width_ratio,
@@ -250,3 +251,18 @@ def test_voxel_spectrum_counts():
     s = np.array([[0.0, 5e-4, 0.01, 0.5, 0.5, 2e3]])
     counts, below, above = voxel_spectrum_counts(s, edges)
     assert counts.sum() == 3 and below == 2 and above == 1
+
+
+def test_clip_counts_outliers_against_the_generator(rng):
+    ref = rng.normal(size=5000)
+    gen = np.concatenate([rng.normal(size=4500), np.full(500, 50.0)])  # 10 % far outliers
+    edges = reference_binning(ref, 30)
+    dropped, _ = separation_power(gen, ref, edges)
+    clipped, _ = separation_power(gen, ref, edges, clip=True)
+    assert dropped < 0.02  # invisible without clipping
+    assert clipped > 0.04  # the last bin now holds the outliers
+    out = compare_distributions(gen, ref, bins=edges, clip=True)
+    assert out["separation_power"] == clipped
+    assert sum(out["hist_generated"]) == pytest.approx(1.0)
+    assert separation_power_counts([1, 0], [0, 1]) == 1.0
+    assert separation_power_counts([2, 2], [1, 1]) == 0.0

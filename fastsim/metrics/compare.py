@@ -29,6 +29,7 @@ __all__ = [
     "reference_binning",
     "separation_power",
     "separation_power_floor",
+    "separation_power_counts",
     "wasserstein",
     "width_ratio",
 ]
@@ -104,18 +105,21 @@ def _edges(bins: ArrayLike | int, reference: np.ndarray) -> np.ndarray:
 
 
 def histogram_pair(
-    generated: ArrayLike, reference: ArrayLike, bins: ArrayLike | int
+    generated: ArrayLike, reference: ArrayLike, bins: ArrayLike | int, clip: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counts of both samples in a common binning.
 
-    Values outside the edges are not counted (no under/overflow bins): the comparisons below
-    are of the shapes *inside* the window. Values exactly on the last edge are counted in the
-    last bin (numpy convention).
+    By default values outside the edges are not counted (no under/overflow bins): the
+    comparisons are of the shapes *inside* the window, as in [CC] and [FCG]. Values exactly on the
+    last edge are counted in the last bin (numpy convention).
 
     Args:
         generated: shape (N_gen,).
         reference: shape (N_ref,).
         bins: edges (n_bins + 1,) or a bin count for :func:`reference_binning`.
+        clip: count values outside the edges in the first/last bin instead of dropping them, so
+            that generated outliers beyond the reference range count against the generator
+            (the benchmark report does this).
 
     Returns:
         (counts_gen (n_bins,), counts_ref (n_bins,), edges (n_bins + 1,)); counts are float64.
@@ -123,6 +127,9 @@ def histogram_pair(
     gen = _as_1d(generated, "generated")
     ref = _as_1d(reference, "reference")
     edges = _edges(bins, ref)
+    if clip:
+        gen = np.clip(gen, edges[0], edges[-1])
+        ref = np.clip(ref, edges[0], edges[-1])
     cg, _ = np.histogram(gen, bins=edges)
     cr, _ = np.histogram(ref, bins=edges)
     return cg.astype(np.float64), cr.astype(np.float64), edges
@@ -174,6 +181,7 @@ def separation_power(
     bins: ArrayLike | int,
     n_bootstrap: int = 200,
     seed: int = 0,
+    clip: bool = False,
 ) -> tuple[float, float]:
     """Separation power ½ Σ (p−q)²/(p+q) of the normalised histograms [CC], with its uncertainty.
 
@@ -194,12 +202,13 @@ def separation_power(
         bins: edges (n_bins + 1,) or a count of equal bins over the reference's range.
         n_bootstrap: bootstrap replicas; 0 returns uncertainty NaN.
         seed: seed of the bootstrap generator.
+        clip: count out-of-range values in the edge bins (see :func:`histogram_pair`).
 
     Returns:
         (separation power in [0, 1], its standard uncertainty). (1.0, 0.0) if either sample has
         no entries inside the edges.
     """
-    cg, cr, _ = histogram_pair(generated, reference, bins)
+    cg, cr, _ = histogram_pair(generated, reference, bins, clip=clip)
     ng, nr = cg.sum(), cr.sum()
     if ng == 0 or nr == 0:
         return 1.0, 0.0
@@ -211,6 +220,18 @@ def separation_power(
     pb = rng.multinomial(int(ng), p, size=n_bootstrap) / ng
     qb = rng.multinomial(int(nr), q, size=n_bootstrap) / nr
     return value, float(np.std(_separation(pb, qb), ddof=1)) if n_bootstrap > 1 else 0.0
+
+
+def separation_power_counts(counts_generated: ArrayLike, counts_reference: ArrayLike) -> float:
+    """Separation power [CC] of two histograms given as counts in the same bins (e.g. summed chunk
+    by chunk); each is normalised to unit sum first. 1.0 if either is empty."""
+    cg = np.asarray(counts_generated, dtype=np.float64)
+    cr = np.asarray(counts_reference, dtype=np.float64)
+    if cg.shape != cr.shape:
+        raise ValueError(f"histograms differ in shape: {cg.shape} vs {cr.shape}")
+    if cg.sum() <= 0 or cr.sum() <= 0:
+        return 1.0
+    return float(_separation(cg / cg.sum(), cr / cr.sum()))
 
 
 def separation_power_floor(n_generated: int, n_reference: int, n_bins: int) -> float:
@@ -288,6 +309,7 @@ def compare_distributions(
     chi2_bins: ArrayLike | int | None = None,
     n_bootstrap: int = 200,
     seed: int = 0,
+    clip: bool = False,
 ) -> dict[str, Any]:
     """Every comparison of one observable, as a JSON-ready dict.
 
@@ -298,18 +320,21 @@ def compare_distributions(
         chi2_bins: binning of χ²/ndf; the FastCaloGAN ±3 RMS, 30-bin rule [FCG] when None.
         n_bootstrap: replicas for the separation-power uncertainty.
         seed: bootstrap seed.
+        clip: count out-of-range values in the edge bins of the separation-power histograms
+            (χ² keeps the FastCaloGAN window without clipping).
 
     Returns:
         dict with ``separation_power``, ``separation_power_unc``, ``separation_power_floor``,
         ``chi2``, ``ndf``, ``chi2_ndf``, ``wasserstein``, ``mean_ratio``, ``mean_ratio_unc``,
-        ``width_ratio``, ``width_ratio_unc``, ``n_generated``, ``n_reference`` and the ``edges``
-        used for the separation power (list). Non-finite numbers are kept as float NaN/inf;
+        ``width_ratio``, ``width_ratio_unc``, ``n_generated``, ``n_reference``, the ``edges``
+        used for the separation power and the normalised histograms ``hist_generated`` and
+        ``hist_reference`` (lists, each summing to 1 or all 0) for plotting. Non-finite numbers are kept as float NaN/inf;
         the JSON writer of the report turns them into null.
     """
     g, r = _as_1d(generated, "generated"), _as_1d(reference, "reference")
     edges = _edges(bins, r)
-    sep, sep_unc = separation_power(g, r, edges, n_bootstrap=n_bootstrap, seed=seed)
-    cg, cr, _ = histogram_pair(g, r, edges)
+    sep, sep_unc = separation_power(g, r, edges, n_bootstrap=n_bootstrap, seed=seed, clip=clip)
+    cg, cr, _ = histogram_pair(g, r, edges, clip=clip)
     k = int(np.sum((cg + cr) > 0))
     cbins = fastcalogan_binning(r) if chi2_bins is None else chi2_bins
     chi2, ndf = chi2_ndf(g, r, cbins)
@@ -330,4 +355,6 @@ def compare_distributions(
         "n_generated": int(g.size),
         "n_reference": int(r.size),
         "edges": edges.tolist(),
+        "hist_generated": (cg / cg.sum() if cg.sum() > 0 else cg).tolist(),
+        "hist_reference": (cr / cr.sum() if cr.sum() > 0 else cr).tolist(),
     }
