@@ -1,0 +1,231 @@
+"""ShowerGeneratorModule: what every generator system shares.
+
+A system holds the geometry (in ``hparams`` as ``Geometry.to_dict()``), the condition transform
+(incident energy → conditioning value) and the voxel transform (MeV ↔ model space) as
+submodules, so their fitted buffers travel in the checkpoint's ``state_dict`` and their
+``config()`` in ``hparams``: the checkpoint alone turns noise and energies in MeV into showers in
+MeV. Subclasses implement :meth:`decode` (noise, conditions → model-space voxels).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fastsim.errors import FastsimError
+from fastsim.geometry import Geometry
+
+#: key under which the system's class path is stored in a checkpoint (read by load_generator)
+CLASS_KEY = "fastsim_model_class"
+#: bumped when the checkpoint contents change incompatibly
+CHECKPOINT_VERSION = 1
+#: first seed word of validation noise, far from any global step
+VALIDATION_STREAM = 1 << 40
+
+
+class ShowerGeneratorModule(L.LightningModule):
+    """Base class of the generator systems (WGANGP, ShowerVAE).
+
+    Args:
+        geometry: ``Geometry.to_dict()`` (or a built-in name / XML path, stored as a dict).
+        transform: voxel-transform config (``transform.config()``), e.g. ``{"class": "DivideByIncident"}``.
+        condition: fitted ``EnergyCondition.config()``, e.g. ``{"class": "EnergyCondition", "e_min": 256, "e_max": 4.2e6}``.
+        n_conditions: condition columns; column 0 is the scaled energy, the others are extra
+            conditions given by the data (and to :meth:`generate` as ``extra_conditions``).
+        latent_dim: noise dimension.
+        seed: seeds the training noise. The noise of each step is drawn from a generator
+            reseeded with ``(seed, rank, global_step)``, so a resumed run draws the same noise as an
+            uninterrupted one (Lightning does not checkpoint the global RNG) and DDP ranks differ.
+
+    Subclasses call ``save_hyperparameters()`` first, then ``_init_shared(...)``.
+    """
+
+    def _init_shared(
+        self,
+        geometry: dict[str, Any] | str | None,
+        transform: dict[str, Any] | None,
+        condition: dict[str, Any] | None,
+        n_conditions: int,
+        latent_dim: int,
+    ) -> None:
+        self._rng: torch.Generator | None = None
+        from fastsim.data.transforms import build_transform
+
+        if geometry is None:
+            raise FastsimError(
+                "the model needs a geometry (linked from the data module, or geometry=Geometry.to_dict())"
+            )
+        if condition is None:
+            raise FastsimError("the model needs a fitted condition config (linked from the data module)")
+        if n_conditions < 1:
+            raise FastsimError(f"n_conditions must be >= 1 (column 0 is the energy), got {n_conditions}")
+        if latent_dim < 1:
+            raise FastsimError(f"latent_dim must be >= 1, got {latent_dim}")
+        geo = Geometry.resolve(geometry)
+        # stored as a dict so the checkpoint does not depend on an XML file that may move
+        self.hparams["geometry"] = geo.to_dict()
+        self._geometry = geo
+        self.condition_transform: nn.Module = build_transform(condition)
+        self.voxel_transform: nn.Module = build_transform(transform or {"class": "DivideByIncident"})
+        self.hparams["transform"] = self.voxel_transform.config()
+        self.hparams["condition"] = self.condition_transform.config()
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def geometry(self) -> Geometry:
+        return self._geometry
+
+    @property
+    def n_voxels(self) -> int:
+        return self._geometry.n_voxels
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.hparams["latent_dim"])
+
+    @property
+    def n_conditions(self) -> int:
+        return int(self.hparams["n_conditions"])
+
+    # ------------------------------------------------------------------ inference
+    def decoder_network(self) -> nn.Module:  # pragma: no cover - abstract
+        """The network ``(noise (n, latent_dim), cond (n, C)) -> model-space voxels (n, V)`` used to generate."""
+        raise NotImplementedError
+
+    def decode(self, noise: Tensor, cond: Tensor) -> Tensor:
+        """Model-space voxels (n, V) from noise (n, latent_dim) and conditions (n, C)."""
+        return self.decoder_network()(noise, cond)
+
+    def forward(self, noise: Tensor, cond: Tensor) -> Tensor:
+        """Model-space voxels (n, V) from noise (n, latent_dim) and conditions (n, n_conditions)."""
+        return self.decode(noise, cond)
+
+    def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard-normal latent noise, shape (n, latent_dim), float32, on the model's device.
+
+        With a ``generator`` the noise is drawn on the generator's device (so a CPU generator gives
+        the same numbers whatever the model's device) and then moved to the model's device.
+        """
+        device = self.device if generator is None else generator.device
+        z = torch.randn(int(n), self.latent_dim, generator=generator, device=device)
+        return z.to(self.device)
+
+    def conditions(self, e_inc: Tensor, extra_conditions: Tensor | None = None) -> Tensor:
+        """Condition vectors (n, n_conditions), float32, from incident energies (n,) MeV.
+
+        Args:
+            e_inc: incident energies in MeV, shape (n,) or (n, 1).
+            extra_conditions: the other condition columns (n, n_conditions − 1), already scaled
+                as in the training tensors; required when ``n_conditions > 1``.
+        """
+        return _conditions(self.condition_transform, self.n_conditions, e_inc, extra_conditions)
+
+    def to_showers(self, x: Tensor, e_inc: Tensor) -> Tensor:
+        """Model-space voxels (n, V) → showers in MeV (n, V) float32, clamped at 0."""
+        return _to_showers(self.voxel_transform, x, e_inc)
+
+    def generate(
+        self,
+        e_inc: Tensor,
+        generator: torch.Generator | None = None,
+        extra_conditions: Tensor | None = None,
+    ) -> Tensor:
+        """Showers in MeV for the given incident energies.
+
+        Args:
+            e_inc: incident energies in MeV, shape (n,) (or (n, 1)), finite and > 0.
+            generator: seeds the noise (on its own device); the global RNG when None.
+            extra_conditions: (n, n_conditions − 1) for models with extra conditions.
+
+        Returns:
+            float32 tensor (n, V) of voxel energies in MeV, >= 0, on the model's device.
+        """
+        e = torch.as_tensor(e_inc).reshape(-1).to(self.device)
+        if e.numel() and not bool(torch.all(torch.isfinite(e) & (e > 0))):
+            raise FastsimError("incident energies must be finite and > 0 MeV")
+        noise = self.sample_noise(e.shape[0], generator=generator)
+        with torch.no_grad():
+            cond = self.conditions(e, extra_conditions)
+            return self.to_showers(self.decode(noise, cond), e)
+
+    def export_module(self) -> nn.Module:
+        """An ONNX-traceable module ``(noise (n, latent_dim), e_inc (n, 1) MeV) -> (n, V) MeV``.
+
+        Models with extra conditions take a third input ``extra (n, n_conditions − 1)``.
+        """
+        return ExportedGenerator(
+            self.decoder_network(), self.condition_transform, self.voxel_transform, self.n_conditions
+        )
+
+    # ------------------------------------------------------------------ training noise
+    def step_generator(self, *keys: int) -> torch.Generator:
+        """A generator on the model's device seeded by ``(seed, rank, *keys)`` (e.g. the global step)."""
+        if self._rng is None or self._rng.device != self.device:
+            self._rng = torch.Generator(device=self.device)
+        words = np.random.SeedSequence([int(self.hparams["seed"]), int(self.global_rank), *map(int, keys)])
+        lo, hi = words.generate_state(2, np.uint32)
+        self._rng.manual_seed((int(hi) << 31) | int(lo))  # < 2**63: manual_seed takes an int64
+        return self._rng
+
+    # ------------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        cls = type(self)
+        checkpoint[CLASS_KEY] = f"{cls.__module__}.{cls.__qualname__}"
+        checkpoint["fastsim_checkpoint_version"] = CHECKPOINT_VERSION
+
+    # ------------------------------------------------------------------ divergence
+    def _check_finite(self, value: Tensor, what: str) -> None:
+        """Raise before an optimiser step on a NaN/inf loss, so no weight ever becomes NaN and the
+        last checkpoint written stays the last good one."""
+        if not bool(torch.isfinite(value)):
+            raise FastsimError(
+                f"training diverged: {what} is {value.item()} at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); the last checkpoint written before this step is the last good one"
+            )
+
+
+def _conditions(
+    condition_transform: nn.Module, n_conditions: int, e_inc: Tensor, extra: Tensor | None
+) -> Tensor:
+    cond = condition_transform(e_inc.reshape(-1)).to(torch.float32)
+    n_extra = n_conditions - 1
+    if n_extra == 0:
+        if extra is not None and extra.numel():
+            raise FastsimError("this model takes no extra conditions")
+        return cond
+    if extra is None or tuple(extra.shape) != (cond.shape[0], n_extra):
+        got = None if extra is None else tuple(extra.shape)
+        raise FastsimError(f"this model needs extra conditions of shape ({cond.shape[0]}, {n_extra}), got {got}")
+    return torch.cat([cond, extra.to(cond)], dim=1)
+
+
+def _to_showers(voxel_transform: nn.Module, x: Tensor, e_inc: Tensor) -> Tensor:
+    # the clamp removes float round-off (and any inverse transform that can undershoot 0), so
+    # every shower is a physical deposit pattern
+    return torch.clamp(voxel_transform.inverse(x, e_inc.reshape(-1)), min=0.0).to(torch.float32)
+
+
+class ExportedGenerator(nn.Module):
+    """``(noise (n, latent_dim), e_inc (n, 1) MeV[, extra (n, C−1)]) -> showers (n, V) MeV``.
+
+    Holds only what generation needs (the decoding network and the two transforms, sharing the
+    system's parameters), so an ONNX export carries no critic or encoder.
+    """
+
+    def __init__(
+        self, network: nn.Module, condition_transform: nn.Module, voxel_transform: nn.Module, n_conditions: int
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.condition_transform = condition_transform
+        self.voxel_transform = voxel_transform
+        self.n_conditions = int(n_conditions)
+
+    def forward(self, noise: Tensor, e_inc: Tensor, extra: Tensor | None = None) -> Tensor:
+        e = e_inc.reshape(-1)
+        cond = _conditions(self.condition_transform, self.n_conditions, e, extra)
+        return _to_showers(self.voxel_transform, self.network(noise, cond), e)

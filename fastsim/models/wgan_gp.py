@@ -1,0 +1,161 @@
+"""WGANGP: a conditional Wasserstein GAN with gradient penalty (FastCaloGAN recipe), manual optimisation.
+
+Per training batch: ``n_critic`` critic updates (fresh noise each, the same real batch), then
+one generator update, so ``global_step`` advances by ``n_critic + 1`` per batch.
+Critic loss ``mean h(G(z)) − mean h(x) + λ·penalty``; generator loss ``−mean h(G(z))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from fastsim.errors import FastsimError
+from fastsim.models.base import VALIDATION_STREAM, ShowerGeneratorModule
+from fastsim.models.components.wgan import Critic, Generator
+from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
+
+Lipschitz = Literal["gp", "gp_one_sided", "clip"]
+
+
+class WGANGP(ShowerGeneratorModule):
+    """Conditional WGAN-GP shower generator.
+
+    Args:
+        geometry: ``Geometry.to_dict()``, a built-in name or an XML path (linked from the data).
+        transform: voxel-transform config (linked from the data).
+        condition: fitted condition config (linked from the data).
+        n_conditions: condition columns (linked from the data).
+        latent_dim: noise dimension (FastCaloGAN: 50).
+        generator_hidden: generator hidden widths (FastCaloGAN: 50, 100, 200).
+        generator_activation: hidden activation of the generator (FastCaloGAN: swish).
+        output_activation: generator output activation, non-negative for energy fractions ("relu").
+        critic_hidden: critic hidden widths; None = three layers as wide as the voxel count.
+        critic_activation: hidden activation of the critic.
+        lr_generator, lr_critic: Adam learning rates.
+        beta1, beta2: Adam β (WGAN-GP: 0.5, 0.9).
+        n_critic: critic updates per generator update.
+        lipschitz: "gp" (two-sided penalty), "gp_one_sided" or "clip" (weight clipping).
+        lambda_gp: penalty weight λ.
+        clip_value: c for weight clipping into [−c, c].
+        seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
+    """
+
+    def __init__(
+        self,
+        geometry: dict[str, Any] | str | None = None,
+        transform: dict[str, Any] | None = None,
+        condition: dict[str, Any] | None = None,
+        n_conditions: int = 1,
+        latent_dim: int = 50,
+        generator_hidden: tuple[int, ...] = (50, 100, 200),
+        generator_activation: str = "swish",
+        output_activation: str = "relu",
+        critic_hidden: tuple[int, ...] | None = None,
+        critic_activation: str = "relu",
+        lr_generator: float = 1e-4,
+        lr_critic: float = 1e-4,
+        beta1: float = 0.5,
+        beta2: float = 0.9,
+        n_critic: int = 5,
+        lipschitz: Lipschitz = "gp",
+        lambda_gp: float = 10.0,
+        clip_value: float = 0.01,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self._init_shared(geometry, transform, condition, n_conditions, latent_dim)
+        if lipschitz not in ("gp", "gp_one_sided", "clip"):
+            raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
+        if n_critic < 1:
+            raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
+        v = self.n_voxels
+        self.hparams["critic_hidden"] = tuple(critic_hidden) if critic_hidden is not None else (v, v, v)
+        self.hparams["generator_hidden"] = tuple(generator_hidden)
+        self.generator = Generator(
+            latent_dim, n_conditions, v, self.hparams["generator_hidden"], generator_activation, output_activation
+        )
+        self.critic = Critic(v, n_conditions, self.hparams["critic_hidden"], critic_activation)
+        self.automatic_optimization = False
+
+    def decoder_network(self) -> Generator:
+        return self.generator
+
+    # ------------------------------------------------------------------ training
+    def critic_step(self, x: Tensor, cond: Tensor, rng: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Critic loss on one real batch and fresh fakes; returns the loss and detached diagnostics.
+
+        Shapes: x (n, V) model space, cond (n, C).
+        """
+        hp = self.hparams
+        n = x.shape[0]
+        z = torch.randn(n, hp.latent_dim, device=self.device, generator=rng)
+        with torch.no_grad():
+            fake = self.generator(z, cond)
+        h_real = self.critic(x, cond)
+        h_fake = self.critic(fake, cond)
+        loss = critic_loss(h_real, h_fake)
+        out = {"wasserstein": -loss.detach()}
+        if hp.lipschitz != "clip":
+            t = torch.rand(n, 1, device=self.device, generator=rng)
+            penalty, grad_norm = gradient_penalty(
+                self.critic, x, fake, cond, t, one_sided=hp.lipschitz == "gp_one_sided"
+            )
+            loss = loss + hp.lambda_gp * penalty
+            out["gradient_penalty"] = penalty.detach()
+            out["grad_norm"] = grad_norm
+        out["critic_loss"] = loss
+        return out
+
+    def generator_step(self, cond: Tensor, rng: torch.Generator | None = None) -> Tensor:
+        """Generator loss ``−mean h(G(z))`` for fresh noise at the batch's conditions (n, C)."""
+        z = torch.randn(cond.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
+        return generator_loss(self.critic(self.generator(z, cond), cond))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        x, cond = batch["x"], batch["cond"]
+        opt_c, opt_g = self.optimizers()
+        rng = self.step_generator(self.global_step)
+        self.toggle_optimizer(opt_c)
+        for _ in range(self.hparams.n_critic):
+            c = self.critic_step(x, cond, rng)
+            self._check_finite(c["critic_loss"], "the critic loss")
+            opt_c.zero_grad(set_to_none=True)
+            self.manual_backward(c["critic_loss"])
+            opt_c.step()
+            if self.hparams.lipschitz == "clip":
+                clip_weights_(self.critic, self.hparams.clip_value)
+        self.untoggle_optimizer(opt_c)
+
+        # the critic's weights take no gradient here: only the generator is updated
+        self.toggle_optimizer(opt_g)
+        g_loss = self.generator_step(cond, rng)
+        self._check_finite(g_loss, "the generator loss")
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        logs = {f"train/{k}": v.detach() for k, v in c.items()}
+        logs["train/gen_loss"] = g_loss.detach()
+        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        # the critic's Wasserstein estimate on held-out data (no penalty: it needs input gradients)
+        x, cond = batch["x"], batch["cond"]
+        rng = self.step_generator(VALIDATION_STREAM, batch_idx)  # same noise at every validation: comparable epochs
+        z = torch.randn(x.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
+        w = self.critic(x, cond).mean() - self.critic(self.generator(z, cond), cond).mean()
+        self.log("val/wasserstein", w, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
+
+    # ------------------------------------------------------------------ optimisers
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        betas = (hp.beta1, hp.beta2)
+        opt_c = torch.optim.Adam(self.critic.parameters(), lr=hp.lr_critic, betas=betas)
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_generator, betas=betas)
+        return [opt_c, opt_g]

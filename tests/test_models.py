@@ -1,0 +1,265 @@
+"""Generator networks and systems: penalties on analytic critics, real Trainer runs, checkpoints."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from fastsim.errors import FastsimError, InputFileError
+from fastsim.geometry import Geometry
+from fastsim.models.io import load_generator
+from fastsim.models.losses import clip_weights_, gradient_penalty, zero_inflated_lognormal_log_prob
+from fastsim.models.vae import ShowerVAE
+from fastsim.models.wgan_gp import WGANGP
+
+E_MIN, E_MAX = 1024.0, 65536.0
+CONDITION = {"class": "EnergyCondition", "e_min": E_MIN, "e_max": E_MAX}
+TRANSFORM = {"class": "DivideByIncident"}
+
+
+def tiny_batches(geo: Geometry, n: int = 96, batch: int = 32, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    """Sparse non-negative energy fractions (about 60 % empty voxels) at 7 discrete energies."""
+    rng = np.random.default_rng(seed)
+    e_inc = E_MIN * 2.0 ** rng.integers(0, 7, n)
+    x = rng.exponential(0.02, (n, geo.n_voxels)) * (rng.random((n, geo.n_voxels)) > 0.6)
+    cond = np.log(e_inc / E_MIN) / np.log(E_MAX / E_MIN)
+    out = []
+    for i in range(0, n, batch):
+        out.append(
+            {
+                "x": torch.tensor(x[i : i + batch], dtype=torch.float32),
+                "cond": torch.tensor(cond[i : i + batch, None], dtype=torch.float32),
+                "e_inc": torch.tensor(e_inc[i : i + batch]),
+            }
+        )
+    return out
+
+
+def make(cls: type, geo: Geometry, **kw) -> L.LightningModule:
+    return cls(geometry=geo.to_dict(), transform=TRANSFORM, condition=CONDITION, **kw)
+
+
+def fit(model: L.LightningModule, geo: Geometry, root: str, **trainer_kw) -> L.Trainer:
+    data = tiny_batches(geo)
+    kw = dict(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    kw.update(trainer_kw)
+    trainer = L.Trainer(**kw)
+    trainer.fit(model, DataLoader(data, batch_size=None), DataLoader(data, batch_size=None))
+    return trainer
+
+
+# --------------------------------------------------------------------------- penalties
+
+
+class LinearCritic(nn.Module):
+    """h(x, c) = w·x + u·c: ‖∇_x h‖ = ‖w‖ everywhere."""
+
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+        self.u = nn.Parameter(torch.tensor([3.0]))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return x @ self.w + cond @ self.u
+
+
+@pytest.mark.parametrize("norm", [0.5, 1.0, 2.0, 3.7])
+def test_gradient_penalty_on_linear_critic(norm: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, generator=g)
+    w = w / w.norm() * norm
+    critic = LinearCritic(w)
+    real, fake = torch.rand(64, 12, generator=g), torch.rand(64, 12, generator=g)
+    cond, t = torch.rand(64, 1, generator=g), torch.rand(64, 1, generator=g)
+    pen, grad_norm = gradient_penalty(critic, real, fake, cond, t)
+    assert grad_norm.item() == pytest.approx(norm, rel=1e-5)
+    assert pen.item() == pytest.approx((norm - 1.0) ** 2, rel=1e-4, abs=1e-8)
+    one, _ = gradient_penalty(critic, real, fake, cond, t, one_sided=True)
+    assert one.item() == pytest.approx(max(0.0, norm - 1.0) ** 2, rel=1e-4, abs=1e-8)
+    # the penalty back-propagates into the critic weights: d/dw (‖w‖−1)² = 2(‖w‖−1) w/‖w‖
+    pen.backward()
+    expected = 2 * (norm - 1.0) * w / norm
+    torch.testing.assert_close(critic.w.grad, expected, rtol=1e-4, atol=1e-6)
+    # the condition is held fixed: its weight gets no gradient from the penalty
+    assert critic.u.grad is None or float(critic.u.grad.abs().max()) == 0.0
+
+
+def test_clip_weights_in_range() -> None:
+    net = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 1))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(100)
+    clip_weights_(net, 0.05)
+    # compared in float32, the parameters' dtype: clamp_ puts them exactly on ±float32(0.05)
+    for p in net.parameters():
+        assert bool((p.detach().abs() <= 0.05).all())
+    assert any(bool((p.detach().abs() == 0.05).any()) for p in net.parameters())
+
+
+def test_zero_inflated_lognormal_is_normalised() -> None:
+    # P(empty) + ∫_0^∞ (1−π) LogNormal dx = 1: integrate numerically in log space
+    zero_logit, mu, log_sigma = torch.tensor(0.3), torch.tensor(-3.0), torch.tensor(-0.5)
+    log_x = torch.linspace(-15, 8, 200001, dtype=torch.float64)
+    x = torch.exp(log_x)
+    dens = torch.exp(
+        zero_inflated_lognormal_log_prob(x[:, None], zero_logit.double(), mu.double(), log_sigma.double())
+    )
+    continuous = torch.trapezoid(dens * x, log_x)  # dx = x d(log x)
+    p_empty = torch.exp(zero_inflated_lognormal_log_prob(torch.zeros(1, 1), zero_logit, mu, log_sigma))
+    assert float(continuous + p_empty) == pytest.approx(1.0, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- systems
+
+
+@pytest.mark.parametrize("lipschitz", ["gp", "gp_one_sided"])
+def test_wgan_trains_and_reloads(tmp_path, geo_small: Geometry, lipschitz: str) -> None:
+    torch.manual_seed(0)
+    model = make(WGANGP, geo_small, lipschitz=lipschitz, n_critic=3)
+    assert model.critic.net[0].out_features == geo_small.n_voxels  # critic as wide as the voxels
+    trainer = fit(model, geo_small, str(tmp_path))
+    assert trainer.global_step == 2 * (3 + 1)  # n_critic + 1 optimiser steps per batch
+    m = trainer.callback_metrics
+    for key in ("train/critic_loss", "train/gen_loss", "train/wasserstein", "train/gradient_penalty", "train/grad_norm", "val/wasserstein"):
+        assert key in m and torch.isfinite(m[key]), key
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+
+
+def test_wgan_weight_clipping(tmp_path, geo_small: Geometry) -> None:
+    model = make(WGANGP, geo_small, lipschitz="clip", clip_value=0.02, n_critic=2)
+    fit(model, geo_small, str(tmp_path))
+    for p in model.critic.parameters():
+        assert bool((p.detach().abs() <= 0.02).all())
+
+
+def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = make(ShowerVAE, geo_small, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=8)
+    trainer = fit(model, geo_small, str(tmp_path), limit_train_batches=3)
+    assert trainer.global_step == 3
+    m = trainer.callback_metrics
+    for key in ("train/loss", "train/kl", "train/reconstruction", "val/elbo", "val/log_likelihood_is"):
+        assert key in m and torch.isfinite(m[key]), key
+    assert float(m["val/log_likelihood_is"]) >= float(m["val/elbo"])
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, ShowerVAE, geo_small)
+
+
+def check_reloaded(ckpt: str, trained: L.LightningModule, cls: type, geo: Geometry) -> None:
+    model = load_generator(ckpt)
+    assert type(model) is cls and not model.training
+    assert model.geometry == geo and model.latent_dim == trained.hparams.latent_dim
+    for k, v in trained.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+    # Lightning's own loader works from the checkpoint alone as well
+    assert isinstance(cls.load_from_checkpoint(ckpt, map_location="cpu"), cls)
+
+    e_inc = torch.tensor([E_MIN, 4 * E_MIN, E_MAX, E_MAX], dtype=torch.float32)
+    showers = model.generate(e_inc, generator=torch.Generator().manual_seed(7))
+    assert showers.shape == (4, geo.n_voxels) and showers.dtype == torch.float32
+    assert bool(torch.all(showers >= 0)) and bool(torch.all(torch.isfinite(showers)))
+    # same seed, same showers; the exported module is the same function of the noise
+    again = model.generate(e_inc, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(showers, again)
+    noise = model.sample_noise(4, generator=torch.Generator().manual_seed(7))
+    torch.testing.assert_close(model.export_module()(noise, e_inc[:, None]), showers)
+    # showers are in MeV: model-space fractions × E_inc
+    with torch.no_grad():
+        x = model.decode(noise, model.conditions(e_inc))
+    torch.testing.assert_close(showers, x * e_inc[:, None])
+
+
+def test_generate_rejects_bad_energies(geo_small: Geometry) -> None:
+    model = make(WGANGP, geo_small)
+    for bad in ([-1.0], [0.0], [float("nan")], [float("inf")]):
+        with pytest.raises(FastsimError, match="incident energies"):
+            model.generate(torch.tensor(bad))
+
+
+def test_vae_importance_sampling_bound(geo_small: Geometry) -> None:
+    torch.manual_seed(3)
+    model = make(ShowerVAE, geo_small, latent_dim=4, encoder_hidden=(16,), decoder_hidden=(16,))
+    batch = tiny_batches(geo_small)[0]
+    with torch.no_grad():
+        elbo, ll = model.elbo_and_is(batch["x"], batch["cond"], k=64, rng=torch.Generator().manual_seed(0))
+    assert elbo.shape == ll.shape == (32,)
+    assert bool(torch.all(ll >= elbo - 1e-4))  # Jensen, sample set by sample set
+    assert float((ll - elbo).mean()) > 0  # and strictly, for a posterior that is not exact
+    # K = 1: the two estimates coincide
+    with torch.no_grad():
+        e1, l1 = model.elbo_and_is(batch["x"], batch["cond"], k=1, rng=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(e1, l1)
+
+
+def test_nan_loss_stops_training_with_message(tmp_path, geo_small: Geometry) -> None:
+    model = make(WGANGP, geo_small, n_critic=1)
+    data = tiny_batches(geo_small)
+    data[1]["x"][0, 0] = float("nan")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path)
+    )
+    with pytest.raises(FastsimError, match=r"training diverged: the critic loss is nan at global step 2"):
+        trainer.fit(model, DataLoader(data, batch_size=None))
+    # the first batch was applied, the NaN batch never reached the weights
+    assert all(bool(torch.all(torch.isfinite(v))) for v in model.state_dict().values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# --------------------------------------------------------------------------- load_generator errors
+
+
+def test_load_generator_errors(tmp_path, geo_small: Geometry) -> None:
+    missing = tmp_path / "missing.ckpt"
+    with pytest.raises(InputFileError, match="missing.ckpt: checkpoint not found"):
+        load_generator(missing)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(os.urandom(2000))
+    with pytest.raises(InputFileError, match="corrupt.ckpt: not a readable PyTorch checkpoint"):
+        load_generator(corrupt)
+    unrelated = tmp_path / "unrelated.ckpt"
+    torch.save({"weights": torch.zeros(3)}, unrelated)
+    with pytest.raises(InputFileError, match="not a Lightning checkpoint"):
+        load_generator(unrelated)
+    # a real Lightning checkpoint of something that is not a fastsim generator
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    trainer.fit(BoringModel())
+    other = tmp_path / "boring.ckpt"
+    trainer.save_checkpoint(other)
+    with pytest.raises(InputFileError, match="not a fastsim generator checkpoint"):
+        load_generator(other)
+    # truncated: half of a real generator checkpoint
+    model = make(WGANGP, geo_small)
+    good = tmp_path / "good.ckpt"
+    fit(model, geo_small, str(tmp_path / "run"))
+    (path,) = glob.glob(str(tmp_path / "run" / "**" / "*.ckpt"), recursive=True)
+    data = open(path, "rb").read()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match="good.ckpt: not a readable PyTorch checkpoint"):
+        load_generator(good)
+    # weights that do not match the stored hyper-parameters
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["hyper_parameters"]["latent_dim"] = 7
+    torch.save(ckpt, tmp_path / "mismatch.ckpt")
+    with pytest.raises(InputFileError, match="mismatch.ckpt: checkpoint does not match WGANGP"):
+        load_generator(tmp_path / "mismatch.ckpt")
