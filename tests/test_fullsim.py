@@ -1,0 +1,318 @@
+"""Geant4 full simulation (fastsim.fullsim): physics sanity, reproducibility, output files, failures.
+
+The simulations run for real (geant4-pybind, data-free EM list) in worker processes: ~1 GeV and
+8 GeV photons, a few dozen events. The pytest process itself never imports Geant4 (Geant4 may
+crash while tearing down at interpreter exit; workers leave with os._exit).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+# find_spec, not import: importing geant4_pybind without GEANT4_DATA_DIR would ask to download data
+if importlib.util.find_spec("geant4_pybind") is None:
+    pytest.skip("geant4-pybind (extra 'g4') is not installed", allow_module_level=True)
+
+from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge  # noqa: E402
+from fastsim.errors import FastsimError  # noqa: E402
+from fastsim.fullsim import g4env  # noqa: E402
+from fastsim.fullsim.detector import atlas_like, resolve_detector, sampling_stack  # noqa: E402
+from fastsim.fullsim.engine import balance_ok, choose_physics, event_seed  # noqa: E402
+from fastsim.fullsim.runner import check_energies, simulate  # noqa: E402
+from fastsim.geometry import Geometry  # noqa: E402
+
+GEO = Geometry.builtin("1-photons")
+SEED = 7
+E_LOW, E_HIGH, N_EACH = 1024.0, 8192.0, 24
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Placeholder data sets in a test cache, never the user's."""
+    monkeypatch.setenv("FASTSIM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    """One real run: 24 photons at 1 GeV and 24 at 8 GeV, two workers, HDF5 + ROOT output."""
+    d = tmp_path_factory.mktemp("g4run")
+    energies = np.repeat([E_LOW, E_HIGH], N_EACH)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FASTSIM_CACHE", str(d / "cache"))
+        mp.setenv("OMP_NUM_THREADS", "1")
+        return simulate(
+            d / "photons.h5", energies, particle="gamma", seed=SEED, workers=2, root_output=d / "photons.root",
+            progress=False, energy_spec="test",
+        )
+
+
+# --------------------------------------------------------------------------- detector (no Geant4)
+
+
+def test_default_detector_maps_onto_dataset1_photon_binning() -> None:
+    spec = resolve_detector("atlas", GEO)
+    assert [ly.name for ly in spec.layers] == ["presampler", "EM strips", "EM middle", "EM back", "tile A"]
+    assert GEO.layer_ids == [0, 1, 2, 3, 12] and GEO.n_voxels == 368
+    x0 = [ly.x0 for ly in spec.layers]
+    # brief: EM sampling layers of about 4, 16 and 2 X0
+    assert x0[1] == pytest.approx(4.0, abs=0.3) and x0[2] == pytest.approx(16.0, abs=0.5) and x0[3] == pytest.approx(2.0, abs=0.2)
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert d["layers"][2]["n_cells"] == 54 and d["layers"][4]["absorber"] == "G4_Fe"
+    assert "presampler" in spec.describe()
+    with pytest.raises(FastsimError, match="layers"):
+        atlas_like().check(Geometry.regular(3, 1, [0, 10, 20]))
+    with pytest.raises(FastsimError, match="beyond the layer radius"):
+        sampling_stack(GEO).check(Geometry.regular(5, 1, [0, 10, 5000]))
+    assert len(sampling_stack(Geometry.regular(3, 4, [0, 10, 20])).layers) == 3
+
+
+def test_energy_and_option_checks() -> None:
+    assert check_energies([256, 65536]).dtype == np.float64
+    for bad in ([], [float("nan")], [-1.0], [0.0], [1e12]):
+        with pytest.raises(FastsimError):
+            check_energies(bad)
+    assert event_seed(1, 0) != event_seed(1, 1) != event_seed(2, 0)
+    assert event_seed(1, 5) == event_seed(1, 5) > 0
+
+
+def test_cli_energy_specs() -> None:
+    from fastsim.fullsim.cli import build_parser, energies_from_args
+
+    p = build_parser()
+    e, _, discrete = energies_from_args(p.parse_args(["-o", "x.h5", "--pow2", "8:16", "-n", "3"]))
+    assert discrete and len(e) == 27 and e[0] == 256 and e[-1] == 65536
+    e, _, discrete = energies_from_args(p.parse_args(["-o", "x.h5", "--log-uniform", "1000:100000", "-n", "500", "--seed", "3"]))
+    assert not discrete and e.min() >= 1000 and e.max() <= 100000
+    # log-uniform: as many below the geometric mean as above it (within noise)
+    assert abs(np.mean(e < 10000) - 0.5) < 0.1
+    e2, _, _ = energies_from_args(p.parse_args(["-o", "x.h5", "--log-uniform", "1000:100000", "-n", "500", "--seed", "3"]))
+    np.testing.assert_array_equal(e, e2)
+    for bad in (["--pow2", "8"], ["--pow2", "a:b"], ["--log-uniform", "0:10"], ["--energies", "1,x"]):
+        with pytest.raises(FastsimError):
+            energies_from_args(p.parse_args(["-o", "x.h5", *bad]))
+
+
+def test_pion_request_fails_clearly(tmp_path, monkeypatch) -> None:
+    for var in g4env.DATASET_PREFIXES:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("GEANT4_DATA_DIR", str(tmp_path / "empty"))
+    with pytest.raises(FastsimError, match="hadronic physics.*G4PARTICLEXSDATA"):
+        choose_physics("pi+")
+    with pytest.raises(FastsimError, match="data sets"):
+        choose_physics("gamma", "stock")
+    assert choose_physics("gamma", "auto") == "datafree"
+    from fastsim.cli import main
+
+    out = tmp_path / "pions.h5"
+    assert main(["simulate", "-o", str(out), "--particle", "pi+", "--energies", "10000", "-n", "2"]) == 2
+    assert not out.exists()
+
+
+def test_stock_physics_detected_only_with_real_data(tmp_path, monkeypatch) -> None:
+    for var in g4env.DATASET_PREFIXES:
+        monkeypatch.delenv(var, raising=False)
+    base = tmp_path / "data"
+    for name in ("G4EMLOW8.8", "G4ENSDFSTATE3.0", "PhotonEvaporation6.1.2"):
+        (base / name).mkdir(parents=True)
+    monkeypatch.setenv("GEANT4_DATA_DIR", str(base))
+    assert choose_physics("gamma", "auto") == "stock"
+    # placeholders made for the data-free list never count as real data
+    (base / "G4EMLOW8.8" / "FASTSIM_EMPTY_PLACEHOLDER").touch()
+    assert choose_physics("gamma", "auto") == "datafree"
+
+
+# --------------------------------------------------------------------------- real Geant4 runs
+
+
+def test_output_file_is_valid_calochallenge(run) -> None:
+    assert validate_calochallenge(run.path, GEO) == []
+    e, showers = read_calochallenge(run.path)
+    assert showers.shape == (2 * N_EACH, 368) and showers.dtype == np.float32
+    np.testing.assert_array_equal(e, np.repeat([E_LOW, E_HIGH], N_EACH))
+    assert np.all(showers >= 0) and np.all(showers.sum(1) > 0)
+    import h5py
+
+    with h5py.File(run.path) as f:
+        a = dict(f.attrs)
+    assert a["producer"] == "geant4" and a["particle"] == "gamma" and a["seed"] == SEED
+    assert "11.4" in a["geant4_version"] and a["physics_list"].startswith("fastsim-datafree-em")
+    assert json.loads(a["detector"])["name"] == "atlas-barrel-like"
+    assert a["time_per_shower_s"] > 0
+    by_e = json.loads(a["time_per_shower_by_energy"])
+    assert set(by_e) == {"1024", "8192"} and by_e["8192"] > by_e["1024"] > 0
+    # voxel sums in the file are the visible energies of the balance
+    np.testing.assert_allclose(showers.sum(1), run.balance[:, 0], rtol=1e-5)
+
+
+def test_root_output_matches_hdf5(run) -> None:
+    import uproot
+
+    with uproot.open(run.root_path) as f:
+        tree = f["showers"]
+        assert tree.typenames() == {"e_inc": "double", "voxels": "float[368]"}
+        arr = tree.arrays(["e_inc", "voxels"], library="np")
+    e, showers = read_calochallenge(run.path)
+    np.testing.assert_array_equal(arr["e_inc"], e)
+    np.testing.assert_array_equal(arr["voxels"], showers)
+
+
+def test_energy_conservation(run) -> None:
+    # visible (voxels + active outside the binning) + invisible (absorbers, dead material) +
+    # leakage equals the incident energy event by event (all three are scored independently)
+    assert np.all(balance_ok(run.e_inc, run.balance, "gamma", rel_tol=1e-3))
+    assert not np.any(balance_ok(run.e_inc * 1.01, run.balance, "gamma", rel_tol=1e-3))
+    frac = run.balance / run.e_inc[:, None]
+    assert np.all(frac[:, 2] > 0.5)  # most energy is lost in the lead
+    assert np.all(frac[:, 4] < 0.05)  # ~24 X0 of EM calorimeter contain a photon shower
+
+
+def _cog_x0(showers: np.ndarray) -> np.ndarray:
+    """Longitudinal centre of gravity (X0 from the front) from layer energies, (N,)."""
+    spec = atlas_like()
+    centres, depth = [], 0.0
+    for ly in spec.layers:
+        depth += ly.front_x0
+        centres.append(depth + ly.x0 / 2)
+        depth += ly.x0
+    el = GEO.layer_energies(showers)
+    return (el * np.asarray(centres)).sum(1) / el.sum(1)
+
+
+def test_shower_depth_grows_with_log_energy(run) -> None:
+    _, showers = read_calochallenge(run.path)
+    lo, hi = _cog_x0(showers[:N_EACH]), _cog_x0(showers[N_EACH:])
+    diff = hi.mean() - lo.mean()
+    err = math.hypot(lo.std() / math.sqrt(N_EACH), hi.std() / math.sqrt(N_EACH))
+    # shower maximum moves by ln(8) ≈ 2.1 X0; the coarse layers see part of it
+    assert diff > 3 * err and 0.3 < diff < 4.0
+    # and more of the energy reaches the middle layer at 8 GeV
+    el = GEO.layer_energies(showers) / showers.sum(1, keepdims=True)
+    assert el[N_EACH:, 2].mean() > el[:N_EACH, 2].mean()
+
+
+def test_response_and_resolution_plausible(run) -> None:
+    r = run.response
+    lo, hi = r[:N_EACH], r[N_EACH:]
+    # Pb/LAr 1.5 mm / 4.2 mm: sampling fraction ~ 0.2-0.3 (minus ~1 X0 of dead material in front)
+    assert 0.15 < lo.mean() < 0.32 and 0.15 < hi.mean() < 0.32
+    res_lo, res_hi = lo.std() / lo.mean(), hi.std() / hi.mean()
+    # a ~10 %/sqrt(E) sampling term plus front-material fluctuations
+    assert 0.01 < res_lo < 0.2 and res_hi < res_lo
+    assert run.attrs["response_by_energy"]["1024"] == pytest.approx(lo.mean())
+
+
+def test_seeded_runs_reproducible_for_any_worker_count(run, tmp_path) -> None:
+    e = np.full(6, E_LOW)
+    one = simulate(tmp_path / "one.h5", e, seed=SEED, workers=1, progress=False)
+    _, s1 = read_calochallenge(one.path)
+    _, s_ref = read_calochallenge(run.path, 0, 6)  # same seed, events 0..5, made by 2 workers
+    np.testing.assert_array_equal(s1, s_ref)
+    other = simulate(tmp_path / "other.h5", e, seed=SEED + 1, workers=2, progress=False)
+    _, s2 = read_calochallenge(other.path)
+    assert not np.array_equal(s1, s2)
+
+
+def test_existing_output_refused_and_bad_options(run, tmp_path) -> None:
+    from fastsim.cli import main
+
+    before = os.path.getmtime(run.path)
+    assert main(["simulate", "-o", str(run.path), "--energies", "1024", "-n", "1", "--no-progress"]) == 2
+    assert os.path.getmtime(run.path) == before
+    for bad in (["--energies", "-5"], ["--energies", "1024", "--workers", "0"], ["--energies", "1024", "--cut", "0"],
+                ["--pow2", "8:16", "--geometry", str(tmp_path / "missing.xml")]):
+        assert main(["simulate", "-o", str(tmp_path / "x.h5"), *bad]) == 2
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_voxel_volumes_match_geometry_binning(tmp_path) -> None:
+    """Geant4's navigator puts random points of each active slab in the voxel Geometry computes."""
+    code = (
+        "import os, numpy as np\n"
+        "from fastsim.geometry import Geometry\n"
+        "from fastsim.fullsim.detector import atlas_like\n"
+        "from fastsim.fullsim.engine import get_application\n"
+        "app = get_application(Geometry.builtin('1-photons'), atlas_like(), 'gamma', 'datafree')\n"
+        "app.simulate(np.array([100.0]), [1])\n"
+        "n, bad = app.check_voxel_mapping(150, seed=1)\n"
+        "print('RESULT', n, bad, flush=True)\n"
+        "os._exit(0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert line, out.stdout[-2000:] + out.stderr[-2000:]
+    _, n, bad = line[0].split()
+    assert int(n) == 750 and int(bad) == 0
+
+
+def test_killed_run_leaves_no_output(tmp_path) -> None:
+    out = tmp_path / "killed.h5"
+    cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "4096", "-n", "5000",
+           "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        shard = None
+        while time.time() < deadline and shard is None:  # wait until the worker writes events
+            for d in tmp_path.glob(".killed.h5.shards-*"):
+                if (d / "shard-0.h5").exists():
+                    shard = d
+            time.sleep(0.2)
+        assert shard is not None, "the run never started"
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()
+    # the orphaned worker notices its parent is gone and stops after its current block
+    shard_file = shard / "shard-0.h5"
+    size = shard_file.stat().st_size
+    time.sleep(4.0)
+    assert shard_file.stat().st_size == size
+
+
+def test_interrupted_run_cleans_up(tmp_path) -> None:
+    out = tmp_path / "int.h5"
+    cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "4096", "-n", "5000",
+           "--workers", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list(tmp_path.glob(".int.h5.shards-*/shard-0.h5")):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not out.exists() and not list(tmp_path.glob(".int.h5*"))
+
+
+# --------------------------------------------------------------------------- slow
+
+
+@pytest.mark.slow
+def test_stochastic_term_of_resolution(tmp_path) -> None:
+    """σ/E = a/√E ⊕ b over 1-16 GeV: a Pb/LAr sampling calorimeter has a ≈ 8-15 %."""
+    energies = np.repeat([1024.0, 4096.0, 16384.0], 200)
+    s = simulate(tmp_path / "res.h5", energies, seed=11, progress=False)
+    e_gev, res = [], []
+    for e in (1024.0, 4096.0, 16384.0):
+        r = s.response[s.e_inc == e]
+        e_gev.append(e / 1000)
+        res.append(r.std() / r.mean())
+    # least squares in (σ/E)² = a²/E + b²
+    A = np.stack([1 / np.asarray(e_gev), np.ones(3)], axis=1)
+    (a2, b2), *_ = np.linalg.lstsq(A, np.asarray(res) ** 2, rcond=None)
+    a = math.sqrt(max(a2, 0.0))
+    assert 0.05 < a < 0.2, (a, b2, res)
