@@ -155,16 +155,24 @@ def test_output_file_is_valid_calochallenge(run) -> None:
     np.testing.assert_allclose(showers.sum(1), run.balance[:, 0], rtol=1e-5)
 
 
-def test_root_output_matches_hdf5(run) -> None:
+def test_root_output_matches_hdf5_and_feeds_prep_root(run, tmp_path) -> None:
     import uproot
 
+    from fastsim.cli import main
+
     with uproot.open(run.root_path) as f:
-        tree = f["showers"]
+        tree = f["events"]
         assert tree.typenames() == {"e_inc": "double", "voxels": "float[368]"}
         arr = tree.arrays(["e_inc", "voxels"], library="np")
     e, showers = read_calochallenge(run.path)
     np.testing.assert_array_equal(arr["e_inc"], e)
     np.testing.assert_array_equal(arr["voxels"], showers)
+    # the ROOT data-prep path reads it with its defaults
+    out = tmp_path / "from_root.h5"
+    assert main(["prep-root", str(run.root_path), "-o", str(out), "--geometry", "1-photons", "--no-progress"]) == 0
+    e2, showers2 = read_calochallenge(out)
+    np.testing.assert_array_equal(e2, e)
+    np.testing.assert_array_equal(showers2, showers)
 
 
 def test_energy_conservation(run) -> None:

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cut", type=float, default=0.7, help="production cut in mm (default 0.7)")
     p.add_argument("--seed", type=int, default=0, help="run seed; same seed gives the same file")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: os.cpu_count())")
-    p.add_argument("--root", default=None, help="also write a ROOT file (TTree 'showers': e_inc, voxels[V])")
+    p.add_argument("--root", default=None, help="also write a ROOT file (TTree 'events': e_inc, voxels[V], MeV; what fastsim prep-root reads by default)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--describe", action="store_true", help="print the detector and exit")

@@ -273,7 +273,7 @@ def simulate(
         seed: the run seed; event ``k`` is seeded from ``(seed, k)``.
         workers: worker processes (default ``os.cpu_count()``, at most one per event).
         cut_mm: Geant4 production cut in mm.
-        root_output: also write a ROOT file: TTree ``showers`` with ``e_inc`` (double, MeV) and
+        root_output: also write a ROOT file: TTree ``events`` with ``e_inc`` (double, MeV) and
             ``voxels`` (float[V], MeV) per event.
         overwrite: replace existing output files.
         progress: show a tqdm bar (showers/s).
@@ -355,7 +355,10 @@ def simulate(
 
 
 class _RootWriter:
-    """A ROOT TTree ``showers`` (``e_inc`` double MeV, ``voxels`` float[V] MeV), written atomically."""
+    """A ROOT TTree ``events`` (``e_inc`` double MeV, ``voxels`` float[V] MeV), written atomically.
+
+    Tree and branch names are the defaults of ``fastsim prep-root --kind voxels``.
+    """
 
     def __init__(self, path: str | os.PathLike, n_voxels: int) -> None:
         import uproot
@@ -365,7 +368,7 @@ class _RootWriter:
         self.tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
         self.file = uproot.recreate(self.tmp)
         self.tree = self.file.mktree(
-            "showers",
+            "events",
             {"e_inc": np.float64, "voxels": np.dtype((np.float32, (n_voxels,)))},
             title="Geant4 single-particle showers (fastsim simulate): MeV",
         )
