@@ -21,6 +21,8 @@ energies, zero direction) raise, or with ``bad="skip"`` are dropped and counted.
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -110,7 +112,9 @@ class RootSpec:
             if unit not in ENERGY_UNITS:
                 raise FastsimError(f"unknown energy unit {unit!r}; choose one of {list(ENERGY_UNITS)}")
         if self.length_unit not in LENGTH_UNITS:
-            raise FastsimError(f"unknown length unit {self.length_unit!r}; choose one of {list(LENGTH_UNITS)}")
+            raise FastsimError(
+                f"unknown length unit {self.length_unit!r}; choose one of {list(LENGTH_UNITS)}"
+            )
         if self.kind != "hits":
             return
         if self.hit_cell is not None and self.hit_layer is None:
@@ -119,13 +123,17 @@ class RootSpec:
             if not self.hit_x or not self.hit_y:
                 raise FastsimError("per-hit x and y branches are needed (or a layer + cell branch)")
             if self.hit_layer is None and (not self.hit_z or self.layer_z is None):
-                raise FastsimError("the hit layer needs a z branch and the layer z boundaries, or a layer branch")
+                raise FastsimError(
+                    "the hit layer needs a z branch and the layer z boundaries, or a layer branch"
+                )
             if self.hit_z is None and not self._along_z_fixed():
                 raise FastsimError("a shower direction other than +z needs a hit z branch")
         if self.layer_z is not None:
             z = np.asarray(self.layer_z, dtype=float)
             if z.ndim != 1 or len(z) < 2 or not np.all(np.isfinite(z)) or np.any(np.diff(z) <= 0):
-                raise FastsimError(f"layer z boundaries must be >= 2 increasing finite numbers (mm), got {self.layer_z}")
+                raise FastsimError(
+                    f"layer z boundaries must be >= 2 increasing finite numbers (mm), got {self.layer_z}"
+                )
         if self.direction_branches is None and not np.any(np.asarray(self.direction, dtype=float)):
             raise FastsimError("the fixed shower direction must be non-zero")
 
@@ -239,7 +247,9 @@ def _check_branch(inp: RootInput, tree: Any, name: str, role: str, geometry: Geo
     try:
         interp = branch.interpretation
     except Exception as err:  # uproot.interpretation.identify.UnknownInterpretation and friends
-        raise InputFileError(where, f"branch type {branch.typename!r} cannot be read as numbers ({err})") from None
+        raise InputFileError(
+            where, f"branch type {branch.typename!r} cannot be read as numbers ({err})"
+        ) from None
     kind = type(interp).__name__
     numeric = kind == "AsDtype" and np.dtype(interp.to_dtype).base.kind in "iuf"
     inner = tuple(interp.inner_shape) if kind == "AsDtype" else None
@@ -257,13 +267,19 @@ def _check_branch(inp: RootInput, tree: Any, name: str, role: str, geometry: Geo
         if numeric and len(inner) == 1:
             if geometry is not None and inner[0] != geometry.n_voxels:
                 raise InputFileError(
-                    where, f"{inner[0]} voxels per entry but geometry {geometry.name!r} has {geometry.n_voxels}"
+                    where,
+                    f"{inner[0]} voxels per entry but geometry {geometry.name!r} has {geometry.n_voxels}",
                 )
         elif not jag_numeric:
-            raise InputFileError(where, f"expected an array of voxel energies per entry, found {got} ({branch.typename})")
+            raise InputFileError(
+                where, f"expected an array of voxel energies per entry, found {got} ({branch.typename})"
+            )
     elif role in ("jagged", "jagged-int"):
         if not jag_numeric:
-            raise InputFileError(where, f"expected a variable-length array of numbers per entry, found {got} ({branch.typename})")
+            raise InputFileError(
+                where,
+                f"expected a variable-length array of numbers per entry, found {got} ({branch.typename})",
+            )
         if role == "jagged-int" and np.dtype(interp.content.to_dtype).kind not in "iu":
             raise InputFileError(where, f"expected integer indices, found {got}")
     return int(branch.uncompressed_bytes)
@@ -309,7 +325,9 @@ def check_root_inputs(
                 classname = None
             if classname is None:
                 trees = sorted({k.split(";")[0] for k, c in f.classnames().items() if c == "TTree"})
-                raise InputFileError(where, f"no such TTree; the file has TTrees: {', '.join(trees) or '(none)'}")
+                raise InputFileError(
+                    where, f"no such TTree; the file has TTrees: {', '.join(trees) or '(none)'}"
+                )
             if classname != "TTree":
                 raise InputFileError(where, f"is a {classname}, not a TTree")
             tree = f[spec.tree]
@@ -365,7 +383,11 @@ class _BadEntries:
         (branch, reason), mask = min(self.masks.items(), key=lambda kv: int(np.argmax(kv[1])))
         first = int(np.argmax(mask))
         more = int(total.sum()) - 1
-        extra = f" ({more} more invalid entries in entries {entry_start}-{entry_start + self.n - 1})" if more else ""
+        extra = (
+            f" ({more} more invalid entries in entries {entry_start}-{entry_start + self.n - 1})"
+            if more
+            else ""
+        )
         raise InputFileError(inp.where(branch), f"entry {entry_start + first}: {reason}{extra}")
 
     def keep(self) -> tuple[np.ndarray, dict[str, int]]:
@@ -421,7 +443,8 @@ def _read_chunk_voxels(
         showers = flat.reshape(n, geometry.n_voxels)
     if showers.shape[1] != geometry.n_voxels:
         raise InputFileError(
-            where_vox, f"{showers.shape[1]} voxels per entry but geometry {geometry.name!r} has {geometry.n_voxels}"
+            where_vox,
+            f"{showers.shape[1]} voxels per entry but geometry {geometry.name!r} has {geometry.n_voxels}",
         )
     if showers.dtype.kind == "f" and _nonfinite(showers):
         bad.add(spec.voxels_branch, "voxel energy is NaN or infinite", ~np.all(np.isfinite(showers), axis=1))
@@ -431,7 +454,9 @@ def _read_chunk_voxels(
     return showers, np.zeros(0)
 
 
-def _per_entry(arrays: Any, names: tuple[str, str, str] | None, fixed: tuple[float, float, float], n: int) -> np.ndarray:
+def _per_entry(
+    arrays: Any, names: tuple[str, str, str] | None, fixed: tuple[float, float, float], n: int
+) -> np.ndarray:
     if names is None:
         return np.broadcast_to(np.asarray(fixed, dtype=np.float64), (n, 3))
     return np.stack([_numpy(arrays[b]).reshape(n).astype(np.float64) for b in names], axis=1)
@@ -450,6 +475,7 @@ def iter_root_showers(
     step_size: int | str | None = None,
     bad: Literal["raise", "skip"] = "raise",
     inputs: list[RootInput] | None = None,
+    prefetch: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     """Stream showers from ROOT files chunk by chunk (``TTree.iterate``), file after file.
 
@@ -462,6 +488,8 @@ def iter_root_showers(
         bad: ``"raise"`` an :class:`InputFileError` at the first invalid entry, or ``"skip"`` invalid
             entries (counted in the stats' ``n_skipped``/``skipped_reasons``).
         inputs: the result of :func:`check_root_inputs` if already called (saves reopening).
+        prefetch: chunks read ahead in a background thread while the current one is voxelised
+            (0: read in this thread). Memory grows by that many raw chunks.
 
     Yields:
         ``(e_inc, showers, stats)``: float64 (n,) incident energies in MeV, float32 (n, V) voxel
@@ -484,7 +512,69 @@ def iter_root_showers(
         z_lookup = EdgeLookup([np.asarray(spec.layer_z, dtype=np.float64)])
     branches = list(spec.branch_roles())
     for inp in inputs:
-        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup)
+        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch)
+
+
+def _read_chunks(inp: RootInput, tree: Any, branches: list[str], step: int | str) -> Iterator[tuple[Any, int]]:
+    """(arrays, first entry) per chunk; read errors become InputFileError naming the file."""
+    it = tree.iterate(branches, step_size=step, library="ak", report=True)
+    while True:
+        try:
+            arrays, report = next(it)
+        except StopIteration:
+            return
+        except FastsimError:
+            raise
+        except Exception as err:  # corrupt baskets, truncated files
+            raise InputFileError(inp.where(), f"cannot read entries ({type(err).__name__}: {err})") from None
+        yield arrays, int(report.tree_entry_start)
+
+
+def _prefetch(items: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``items`` in a background thread, ``depth`` items ahead of the consumer.
+
+    Decompression (LZ4/zlib) and numpy release the GIL, so reading the next chunk overlaps with
+    voxelising this one. The queue is bounded, so memory stays a fixed number of chunks; an error
+    in the reader is re-raised here; closing this generator stops the reader.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        try:
+            for item in items:
+                if not put((None, item)):
+                    return
+            put((None, done))
+        except BaseException as err:  # forwarded to the consumer, which raises it
+            put((err, None))
+
+    thread = threading.Thread(target=work, name="fastsim-root-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            err, item = q.get()
+            if err is not None:
+                raise err
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _iter_file(
@@ -495,21 +585,17 @@ def _iter_file(
     step_size: int | str | None,
     bad: str,
     z_lookup: EdgeLookup | None,
+    prefetch: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     step = auto_step_size(inp, geometry.n_voxels) if step_size is None else step_size
     with _open(inp.path) as f:
         tree = f[inp.tree]
-        it = tree.iterate(branches, step_size=step, library="ak", report=True)
-        while True:
-            try:
-                arrays, report = next(it)
-            except StopIteration:
-                return
-            except FastsimError:
-                raise
-            except Exception as err:  # corrupt baskets, truncated files
-                raise InputFileError(inp.where(), f"cannot read entries ({type(err).__name__}: {err})") from None
-            yield _convert_chunk(arrays, inp, geometry, spec, int(report.tree_entry_start), bad, z_lookup)
+        chunks = _prefetch(_read_chunks(inp, tree, branches, step), prefetch)
+        try:
+            for arrays, entry_start in chunks:
+                yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup)
+        finally:
+            chunks.close()  # stop the reader thread before the file closes
 
 
 def _convert_chunk(
@@ -538,7 +624,11 @@ def _convert_chunk(
         if flags.any():
             keep, reasons = flags.keep()
             e_inc, showers = e_inc[keep], showers[keep]
-            stats.n_events, stats.n_skipped, stats.skipped_reasons = int(keep.sum()), int((~keep).sum()), reasons
+            stats.n_events, stats.n_skipped, stats.skipped_reasons = (
+                int(keep.sum()),
+                int((~keep).sum()),
+                reasons,
+            )
         showers = _scale(showers.astype(np.float32, copy=False), spec.energy_scale)
         return e_inc, np.ascontiguousarray(showers, dtype=np.float32), stats
 
@@ -554,7 +644,8 @@ def _convert_chunk(
         elif not np.array_equal(c, counts):
             k = int(np.argmax(c != counts))
             raise InputFileError(
-                inp.where(name), f"entry {entry_start + k} has {c[k]} hits but branch {first!r} has {counts[k]}"
+                inp.where(name),
+                f"entry {entry_start + k} has {c[k]} hits but branch {first!r} has {counts[k]}",
             )
         jag[name] = flat
     assert counts is not None
@@ -570,9 +661,13 @@ def _convert_chunk(
     if spec.direction_branches is not None or not spec._along_z_fixed():
         direction = _per_entry(arrays, spec.direction_branches, spec.direction, n)
         bad_dir = ~np.all(np.isfinite(direction), axis=1) | ~np.any(direction != 0, axis=1)
-        flags.add((spec.direction_branches or ("direction",))[0], "direction is zero, NaN or infinite", bad_dir)
+        flags.add(
+            (spec.direction_branches or ("direction",))[0], "direction is zero, NaN or infinite", bad_dir
+        )
     if spec.impact_branches is not None:
-        flags.add(spec.impact_branches[0], "impact point is NaN or infinite", ~np.all(np.isfinite(impact), axis=1))
+        flags.add(
+            spec.impact_branches[0], "impact point is NaN or infinite", ~np.all(np.isfinite(impact), axis=1)
+        )
 
     stats_extra: dict[str, Any] = {}
     if flags.any():
@@ -634,4 +729,3 @@ def read_root_showers(
     if not e_parts:
         return np.zeros(0), np.zeros((0, geometry.n_voxels), dtype=np.float32), total
     return np.concatenate(e_parts), np.concatenate(s_parts), total
-

@@ -62,6 +62,8 @@ _TWO_PI = 2.0 * math.pi
 _X_REF_LIMIT = 0.99
 #: largest lookup grid (cells × rows) before falling back to plain ``np.searchsorted``
 _MAX_GRID = 1 << 22
+#: hits per block in :func:`voxelise_hits` (a few MB of temporaries: cache-sized)
+_BLOCK_HITS = 1 << 16
 
 
 @dataclass
@@ -118,128 +120,176 @@ class VoxeliseStats:
 
 
 # ---------------------------------------------------------------------------------------- lookups
+def _ceil_to(dtype: np.dtype, values: np.ndarray) -> np.ndarray:
+    """Smallest ``dtype`` numbers >= values, so ``x >= result`` equals ``x >= values`` for x of dtype."""
+    out = values.astype(dtype)
+    low = out.astype(np.float64) < values
+    out[low] = np.nextafter(out[low], dtype.type(np.inf))
+    return out
+
+
 class EdgeLookup:
     """Exact ``np.searchsorted(edges[row], x, side="right")`` for many queries, row by row.
 
     Binary search costs ~15 ns per query here; this replaces it by a uniform grid of spacing
-    ``h <= (smallest edge spacing) / 2``: a query's grid cell gives the number of edges at or below
-    the cell's lower grid point, and at most one edge lies between that point and the query, so one
-    comparison with the next edge (and one with the previous edge, for a cell index that rounding
-    moved up by one) makes it exact. Rows (one per layer) may have different edges.
+    ``h = (smallest edge spacing) / 2`` starting one cell below the lowest edge. The query's cell is
+    computed with a small downward bias so that it is the true cell or the one below, never above;
+    the cell's lower grid point has a tabulated count of edges at or below it, and at most one edge
+    lies between that point and the query (they are less than 2h apart), so one comparison with the
+    tabulated next edge makes the count exact. Comparisons are done in the query dtype against
+    edges rounded *up* to that dtype, which is exact too. Rows (one per layer) may have different
+    edges; ``values`` optionally maps each row's count to an output value with the same gathers.
 
     Args:
-        edges: list of 1-D increasing edge arrays, one per row (mm).
+        edges: list of 1-D strictly increasing edge arrays, one per row.
+        values: optional list (one per row) of int arrays of length ``len(edges[row]) + 1``:
+            the result is ``values[row][count]`` instead of the count.
     """
 
-    def __init__(self, edges: list[np.ndarray] | list[tuple[float, ...]]) -> None:
+    #: downward bias of the computed cell, in cells; must exceed the rounding error (checked)
+    _BIAS = 0.05
+
+    def __init__(self, edges: list[np.ndarray] | list[tuple[float, ...]], values: list[np.ndarray] | None = None) -> None:
         rows = [np.asarray(e, dtype=np.float64) for e in edges]
         if not rows or any(r.ndim != 1 or len(r) == 0 for r in rows):
             raise FastsimError("EdgeLookup needs at least one non-empty edge list per row")
-        if any(np.any(np.diff(r) <= 0) for r in rows):
-            raise FastsimError("edges must be strictly increasing")
+        if any(not np.all(np.isfinite(r)) or np.any(np.diff(r) <= 0) for r in rows):
+            raise FastsimError("edges must be finite and strictly increasing")
+        if values is None:
+            values = [np.arange(len(r) + 1, dtype=np.int64) for r in rows]
+        if len(values) != len(rows) or any(len(v) != len(r) + 1 for v, r in zip(values, rows, strict=True)):
+            raise FastsimError("EdgeLookup values need len(edges[row]) + 1 entries per row")
         self.rows = rows
-        self.lo = float(min(r[0] for r in rows))
-        hi = float(max(r[-1] for r in rows))
+        self.values = np.concatenate([np.asarray(v, dtype=np.int64) for v in values])
+        self.value_start = np.cumsum([0] + [len(v) for v in values])[:-1]
         gaps = [np.diff(r).min() for r in rows if len(r) > 1]
-        spacing = min(gaps) if gaps else max(hi - self.lo, 1.0)
-        h = spacing / 2.0
-        n_cells = int(math.ceil((hi - self.lo) / h)) + 1 if hi > self.lo else 1
+        first = float(min(r[0] for r in rows))
+        last = float(max(r[-1] for r in rows))
+        h = (min(gaps) if gaps else max(last - first, abs(first), 1.0)) / 2.0
+        self.lo = first - h  # cell 0 lies below every edge
+        n_cells = int(math.ceil((last - self.lo) / h)) + 1
         self.use_grid = n_cells * len(rows) <= _MAX_GRID
+        self.n_cells = n_cells
+        self.stride = n_cells + 1
         if not self.use_grid:
             return
-        self.inv_h = 1.0 / h
-        self.n_cells = n_cells
-        grid = self.lo + np.arange(n_cells + 1) * h  # lower point of each cell, last one >= hi
-        counts, prev, nxt = [], [], []
-        for r in rows:
+        self.h = h
+        grid = self.lo + np.arange(n_cells + 1) * h  # lower point of each cell; the last is > every edge
+        cnt, nxt = [], []
+        for r, start in zip(rows, self.value_start, strict=True):
             c = np.searchsorted(r, grid, side="right")  # edges <= grid point
-            counts.append(c)
-            padded = np.concatenate([[-np.inf], r, [np.inf]])
-            prev.append(padded[c])  # largest edge <= grid point (counted), or -inf
-            nxt.append(padded[c + 1])  # smallest edge > grid point, or +inf
-        self.counts = np.concatenate(counts).astype(np.int64)
-        self.prev = np.concatenate(prev)
-        self.next = np.concatenate(nxt)
-        self.stride = n_cells + 1
+            cnt.append(start + c)
+            nxt.append(np.concatenate([r, [np.inf]])[c])  # smallest edge > grid point, or +inf
+        self.cell_value = np.concatenate(cnt).astype(np.int64)
+        self._next64 = np.concatenate(nxt)
+        self._next32 = _ceil_to(np.dtype(np.float32), self._next64)
+        # float32 cells are safe while the worst rounding error (in cells) stays below the bias
+        eps32 = float(np.finfo(np.float32).eps)
+        self._f32_ok = 4 * eps32 * (abs(self.lo) / h + 3 * n_cells + 3) < self._BIAS / 2
 
-    def __call__(self, x: np.ndarray, row: np.ndarray | None = None) -> np.ndarray:
-        """Number of edges of ``row`` that are <= x.
+    def row_base(self, row: np.ndarray) -> np.ndarray:
+        """Offsets to pass as ``row_base`` for rows ``row`` (int array)."""
+        return np.asarray(row, dtype=np.int64) * self.stride
+
+    def __call__(self, x: np.ndarray, row: np.ndarray | None = None, row_base: np.ndarray | None = None) -> np.ndarray:
+        """Count of edges of ``row`` that are <= x (or ``values[row][count]``).
 
         Args:
-            x: query values, shape (M,), float32 or float64 (compared exactly with the edges).
-            row: row of each query, int array of shape (M,) in ``[0, n_rows)``; None for row 0.
+            x: finite query values, shape (M,), float32 or float64.
+            row: row of each query, int array (M,) in ``[0, n_rows)``; None for row 0.
+            row_base: ``row_base(row)`` precomputed (saves a pass when reused); overrides ``row``.
 
         Returns:
-            int64 array of shape (M,), as ``np.searchsorted(edges[row], x, side="right")``
-            (NaN queries give an unspecified count).
+            int64 array (M,): as ``np.searchsorted(edges[row], x, side="right")`` (mapped through
+            ``values`` if given).
         """
-        if not self.use_grid:
-            if row is None or len(self.rows) == 1:
-                return np.searchsorted(self.rows[0], x, side="right").astype(np.int64)
-            out = np.empty(len(x), dtype=np.int64)
-            for i, r in enumerate(self.rows):
-                sel = row == i
-                out[sel] = np.searchsorted(r, x[sel], side="right")
-            return out
-        # cell index in the dtype of x (float32 keeps it fast); rounding can move it by one cell,
-        # which the two comparisons below correct
+        x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float64)
+        if not self.use_grid:
+            rows = np.zeros(len(x), np.int64) if row is None and row_base is None else (
+                row if row is not None else row_base // self.stride)
+            out = np.empty(len(x), dtype=np.int64)
+            for i, r in enumerate(self.rows):
+                sel = rows == i
+                out[sel] = self.value_start[i] + np.searchsorted(r, x[sel], side="right")
+            return self.values[out]
+        if x.dtype == np.float32 and not self._f32_ok:
+            x = x.astype(np.float64)
         ft = x.dtype.type
-        c = (x - ft(self.lo)) * ft(self.inv_h)
+        # cell = floor((x - lo)/h - bias), clipped to the grid: the true cell or one below
+        c = np.subtract(x, ft(self.lo))
+        c *= ft(1.0 / self.h)
+        c -= ft(self._BIAS)
         np.clip(c, 0, self.n_cells, out=c)
         cell = c.astype(np.int64)
-        if row is not None and len(self.rows) > 1:
-            cell += row * self.stride
-        out = self.counts[cell]
-        out += x >= self.next[cell]
-        out -= x < self.prev[cell]
-        return out
+        if row_base is None and row is not None and len(self.rows) > 1:
+            row_base = self.row_base(row)
+        if row_base is not None:
+            cell += row_base
+        nxt = np.take(self._next32 if ft is np.float32 else self._next64, cell)
+        count = np.take(self.cell_value, cell)
+        count += x >= nxt
+        return np.take(self.values, count)
 
 
 @dataclass(frozen=True)
 class VoxelTable:
-    """Per-layer tables of a geometry for vectorised indexing (built once per geometry).
+    """Tables of a geometry for vectorised indexing, built once per geometry.
 
-    The arrays have ``n_layers + 1`` entries: the last one is a sentinel "no layer" with zero radial
-    bins, so layer index -1 (numpy's last element) or ``n_layers`` lands on it and is outside.
+    Layer *rows* are indexed ``0..n_layers+1``: row 0 and row ``n_layers + 1`` are "no layer"
+    (below/above, unknown id), row ``i + 1`` is layer position ``i``. The radial lookup maps a
+    row's edge count straight to ``layer offset + r bin`` (or ``n_voxels`` outside), so the
+    inside test costs no extra pass.
     """
 
     geometry: Geometry
-    offset: np.ndarray  # (L+1,) int64 first voxel of each layer
-    n_r: np.ndarray  # (L+1,) int64 radial bins (0 for the sentinel)
-    n_alpha: np.ndarray  # (L+1,) float64 α bins (1 for the sentinel)
-    n_cells: np.ndarray  # (L+1,) int64 voxels per layer (0 for the sentinel)
-    r_lookup: EdgeLookup  # rows: the L layers' radial edges
+    r_lookup: EdgeLookup  # rows as above; values: offset + r bin, or n_voxels
+    r_row_base: np.ndarray  # (L+2,) int64 r_lookup.row_base of each row
+    n_r: np.ndarray  # (L+2,) int64 radial bins per row (0 for the no-layer rows)
+    n_alpha: np.ndarray  # (L+2,) float64 α bins per row (1 for the no-layer rows)
+    n_alpha_m1: np.ndarray  # (L+2,) int64 n_alpha - 1
+    uniform_alpha: bool  # every layer has the same n_alpha and n_r (scalars replace gathers)
     any_alpha: bool  # some layer has more than one α bin
-    id_to_pos: np.ndarray  # (max_id + 2,) int64 layer position of each layer id, -1 if unused
+    offset: np.ndarray  # (L+2,) int64 first voxel of each row (n_voxels for no-layer rows)
+    n_cells: np.ndarray  # (L+2,) int64 voxels per row (0 for no-layer rows)
+    id_to_row: np.ndarray  # (max_id + 1,) int64 row of each layer id (0 if the id is not used)
 
 
 @lru_cache(maxsize=16)
 def voxel_table(geometry: Geometry) -> VoxelTable:
     """The (cached) :class:`VoxelTable` of ``geometry``."""
     layers = geometry.layers
-    n_layers = len(layers)
-    offset = np.append(geometry.layer_offsets[:-1], geometry.n_voxels).astype(np.int64)
-    n_r = np.array([ly.n_r for ly in layers] + [0], dtype=np.int64)
-    n_alpha = np.array([ly.n_alpha for ly in layers] + [1], dtype=np.float64)
-    n_cells = np.array([ly.n_voxels for ly in layers] + [0], dtype=np.int64)
+    n_vox = geometry.n_voxels
+    edges = [np.asarray(layers[0].r_edges)] + [np.asarray(ly.r_edges) for ly in layers] + [np.asarray(layers[0].r_edges)]
+    values = [np.full(len(edges[0]) + 1, n_vox)]
+    for i, ly in enumerate(layers):
+        v = np.full(ly.n_r + 2, n_vox, dtype=np.int64)  # count 0 (below) and n_r + 1 (beyond): outside
+        v[1:-1] = geometry.layer_offsets[i] + np.arange(ly.n_r)
+        values.append(v)
+    values.append(np.full(len(edges[-1]) + 1, n_vox))
+    lookup = EdgeLookup(edges, values)
+    n_rows = len(layers) + 2
+    n_r = np.array([0] + [ly.n_r for ly in layers] + [0], dtype=np.int64)
+    n_alpha = np.array([1] + [ly.n_alpha for ly in layers] + [1], dtype=np.float64)
     ids = [ly.id for ly in layers]
-    id_to_pos = np.full(max(max(ids), 0) + 2, -1, dtype=np.int64)
+    id_to_row = np.zeros(max(max(ids), 0) + 1, dtype=np.int64)
     for pos, lid in enumerate(ids):
         if lid >= 0:
-            id_to_pos[lid] = pos
-    # the sentinel row repeats layer 0's edges; its n_r = 0 makes every hit there outside
-    r_rows = [np.asarray(ly.r_edges) for ly in layers] + [np.asarray(layers[0].r_edges)]
+            id_to_row[lid] = pos + 1
+    offset = np.concatenate([[n_vox], geometry.layer_offsets[:-1], [n_vox]]).astype(np.int64)
     return VoxelTable(
         geometry=geometry,
-        offset=offset,
+        r_lookup=lookup,
+        r_row_base=lookup.row_base(np.arange(n_rows)),
         n_r=n_r,
         n_alpha=n_alpha,
-        n_cells=n_cells,
-        r_lookup=EdgeLookup(r_rows),
-        any_alpha=any(ly.n_alpha > 1 for ly in layers) and n_layers > 0,
-        id_to_pos=id_to_pos,
+        n_alpha_m1=n_alpha.astype(np.int64) - 1,
+        uniform_alpha=len({(ly.n_alpha, ly.n_r) for ly in layers}) == 1,
+        any_alpha=any(ly.n_alpha > 1 for ly in layers),
+        offset=offset,
+        n_cells=np.array([0] + [ly.n_voxels for ly in layers] + [0], dtype=np.int64),
+        id_to_row=id_to_row,
     )
 
 
@@ -336,6 +386,18 @@ def layer_from_z(z: np.ndarray, z_edges: np.ndarray | EdgeLookup) -> np.ndarray:
     return lookup(z) - 1
 
 
+def _rows_from_ids(layer_id: np.ndarray, tab: VoxelTable) -> np.ndarray:
+    """Layer rows (see :class:`VoxelTable`) of layer ids; unknown ids give row 0 (no layer)."""
+    padded = np.concatenate([[0], tab.id_to_row, [0]])
+    ids = np.clip(np.asarray(layer_id).astype(np.int64, copy=False), -1, len(tab.id_to_row))
+    return np.take(padded, ids + 1)
+
+
+def _rows_from_positions(layer: np.ndarray, n_layers: int) -> np.ndarray:
+    layer = np.asarray(layer, dtype=np.int64)
+    return np.where((layer >= 0) & (layer < n_layers), layer + 1, 0)
+
+
 def layer_from_id(layer_id: np.ndarray, geometry: Geometry) -> np.ndarray:
     """Layer position of each hit from a per-hit layer id (the geometry's ``Layer.id``).
 
@@ -346,49 +408,67 @@ def layer_from_id(layer_id: np.ndarray, geometry: Geometry) -> np.ndarray:
     Returns:
         int64 array (M,): layer position 0..n_layers-1, or -1 where the id is not a used layer.
     """
-    table = voxel_table(geometry).id_to_pos
-    ids = np.asarray(layer_id).astype(np.int64, copy=False)
-    ok = (ids >= 0) & (ids < len(table))
-    return np.where(ok, table[np.where(ok, ids, 0)], -1)
+    return _rows_from_ids(layer_id, voxel_table(geometry)) - 1
+
+
+def _voxels_from_rows(tab: VoxelTable, row: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Voxel index (``n_voxels`` outside) from layer rows and transverse coordinates (mm)."""
+    geometry = tab.geometry
+    ft = np.result_type(u.dtype, np.float32).type
+    r = u * u
+    r += v * v
+    np.sqrt(r, out=r)
+    # layer offset + r bin, or n_voxels (below the first / beyond the last edge, or no layer)
+    index = tab.r_lookup(r, row_base=np.take(tab.r_row_base, row))
+    if tab.any_alpha:
+        t = np.arctan2(v, u)
+        t += ft(math.pi)  # in [0, 2π]; 2π (α = π exactly) wraps to 0 like np.mod in Geometry.voxel_index
+        wrap = t >= ft(_TWO_PI)
+        if wrap.any():
+            t[wrap] -= ft(_TWO_PI)
+        # same operation order as Geometry.voxel_index: (t * n_alpha) / 2π, truncated, capped
+        if tab.uniform_alpha:
+            ly = geometry.layers[0]
+            t *= ft(ly.n_alpha)
+            t /= ft(_TWO_PI)
+            ab = t.astype(np.int64)
+            np.minimum(ab, ly.n_alpha - 1, out=ab)
+            ab *= ly.n_r
+        else:
+            t *= np.take(tab.n_alpha.astype(ft), row)
+            t /= ft(_TWO_PI)
+            ab = t.astype(np.int64)
+            np.minimum(ab, np.take(tab.n_alpha_m1, row), out=ab)
+            ab *= np.take(tab.n_r, row)
+        index += ab
+        np.minimum(index, geometry.n_voxels, out=index)  # outside stays outside
+    return index
 
 
 def voxel_indices(geometry: Geometry, layer: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Flat voxel index of hits given their layer position and shower-frame coordinates.
 
     Same binning as :meth:`Geometry.voxel_index` with ``r = sqrt(u² + v²)`` and
-    ``α = atan2(v, u)``, computed in the dtype of ``u`` without a loop over layers.
+    ``α = atan2(v, u)``, computed in the dtype of ``u`` (float32 stays float32) without a loop
+    over layers.
 
     Args:
         geometry: the voxel geometry.
         layer: layer position of each hit, int array (M,); anything outside ``[0, n_layers)`` is
             outside the geometry.
-        u, v: transverse coordinates in mm, each shape (M,).
+        u, v: finite transverse coordinates in mm, each shape (M,).
 
     Returns:
         int64 array (M,): the voxel index in ``[0, n_voxels)``, or ``n_voxels`` for hits outside.
     """
     tab = voxel_table(geometry)
-    n_layers = geometry.n_layers
-    layer = np.asarray(layer, dtype=np.int64)
-    # every out-of-range layer (including -1) goes to the sentinel row n_layers
-    bad = (layer < 0) | (layer >= n_layers)
-    if bad.any():
-        layer = np.where(bad, n_layers, layer)
-    r = np.sqrt(u * u + v * v)
-    rb = tab.r_lookup(r, layer) - 1  # radial bin, -1 below the first edge
-    n_r = tab.n_r[layer]
-    inside = (rb >= 0) & (rb < n_r)
-    index = tab.offset[layer] + rb
-    if tab.any_alpha:
-        ft = r.dtype.type
-        t = np.arctan2(v, u)
-        t += ft(math.pi)  # in [0, 2π]; 2π wraps to 0 like np.mod in Geometry.voxel_index
-        t[t >= ft(_TWO_PI)] -= ft(_TWO_PI)
-        n_alpha = tab.n_alpha[layer]
-        ab = (t * n_alpha / _TWO_PI).astype(np.int64)
-        np.minimum(ab, n_alpha.astype(np.int64) - 1, out=ab)
-        index += ab * n_r
-    return np.where(inside, index, geometry.n_voxels)
+    return _voxels_from_rows(tab, _rows_from_positions(layer, geometry.n_layers), np.asarray(u), np.asarray(v))
+
+
+def _cells_from_rows(tab: VoxelTable, row: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    cell = np.asarray(cell).astype(np.int64, copy=False)
+    ok = (cell >= 0) & (cell < np.take(tab.n_cells, row))
+    return np.where(ok, np.take(tab.offset, row) + cell, tab.geometry.n_voxels)
 
 
 def cell_voxel_indices(geometry: Geometry, layer: np.ndarray, cell: np.ndarray) -> np.ndarray:
@@ -403,12 +483,7 @@ def cell_voxel_indices(geometry: Geometry, layer: np.ndarray, cell: np.ndarray) 
         int64 array (M,): voxel index, or ``n_voxels`` where layer or cell is out of range.
     """
     tab = voxel_table(geometry)
-    n_layers = geometry.n_layers
-    layer = np.asarray(layer, dtype=np.int64)
-    cell = np.asarray(cell).astype(np.int64, copy=False)
-    layer = np.where((layer < 0) | (layer >= n_layers), n_layers, layer)
-    ok = (cell >= 0) & (cell < tab.n_cells[layer])
-    return np.where(ok, tab.offset[layer] + cell, geometry.n_voxels)
+    return _cells_from_rows(tab, _rows_from_positions(layer, geometry.n_layers), cell)
 
 
 def deposit(
@@ -423,8 +498,8 @@ def deposit(
         n_voxels: voxels per shower V.
 
     Returns:
-        ``(showers, outside)``: float32 (n, V) voxel energies in MeV and float64 (n,) energy of each
-        event's outside hits in MeV. Sums are accumulated in float64.
+        ``(showers, outside)``: float64 (n, V) voxel energies in MeV and float64 (n,) energy of each
+        event's outside hits in MeV (views of one (n, V+1) array). Sums are accumulated in float64.
     """
     counts = np.asarray(counts, dtype=np.int64)
     n = len(counts)
@@ -432,7 +507,7 @@ def deposit(
     key = np.repeat(np.arange(n, dtype=np.int64) * stride, counts)
     key += voxel
     dense = np.bincount(key, weights=energy, minlength=n * stride).reshape(n, stride)
-    return dense[:, :n_voxels].astype(np.float32), dense[:, n_voxels].copy()
+    return dense[:, :n_voxels], dense[:, n_voxels]
 
 
 def voxelise_hits(
@@ -475,33 +550,58 @@ def voxelise_hits(
     energy = np.asarray(energy)
     if len(energy) != n_hits:
         raise FastsimError(f"{len(energy)} hit energies but the counts sum to {n_hits}")
+    tab = voxel_table(geometry)
     if cell is not None:
         if layer_id is None:
             raise FastsimError("cell indices need a per-hit layer id")
-        voxel = cell_voxel_indices(geometry, layer_from_id(layer_id, geometry), cell)
-    else:
-        if x is None or y is None:
-            raise FastsimError("hit coordinates x and y are needed (or layer id + cell)")
-        if layer_id is not None:
-            layer = layer_from_id(layer_id, geometry)
-        elif z is not None and z_edges is not None:
-            if not isinstance(z_edges, EdgeLookup) and len(z_edges) != geometry.n_layers + 1:
+    elif x is None or y is None:
+        raise FastsimError("hit coordinates x and y are needed (or layer id + cell)")
+    elif layer_id is None:
+        if z is None or z_edges is None:
+            raise FastsimError("the layer of a hit needs z and the layer z boundaries, or a layer id")
+        if not isinstance(z_edges, EdgeLookup):
+            if len(z_edges) != geometry.n_layers + 1:
                 raise FastsimError(
                     f"{len(z_edges)} layer z boundaries given but geometry {geometry.name!r} has "
                     f"{geometry.n_layers} layers (needs {geometry.n_layers + 1})"
                 )
-            layer = layer_from_z(z, z_edges)
+            z_edges = EdgeLookup([z_edges])
+    if impact is None:
+        impact = np.zeros((n, 3))
+    impact = np.asarray(impact, dtype=np.float64).reshape(n, 3)
+    if direction is not None:
+        direction = np.asarray(direction, dtype=np.float64).reshape(n, 3)
+
+    n_vox = geometry.n_voxels
+    showers = np.empty((n, n_vox), dtype=np.float32)
+    outside = np.empty(n, dtype=np.float64)
+    n_outside = 0
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    # blocks of whole events of about _BLOCK_HITS hits: every temporary stays in the CPU cache,
+    # which makes the passes below ~3x faster than over a whole chunk at once
+    starts = np.unique(np.searchsorted(offsets, np.arange(0, n_hits, _BLOCK_HITS), side="right") - 1)
+    bounds = np.append(starts, n) if n else np.zeros(1, dtype=np.int64)
+    for s, t in zip(bounds[:-1], bounds[1:], strict=True):
+        a, b = offsets[s], offsets[t]
+        hits = slice(a, b)
+        if cell is not None:
+            voxel = _cells_from_rows(tab, _rows_from_ids(layer_id[hits], tab), cell[hits])  # type: ignore[index]
         else:
-            raise FastsimError("the layer of a hit needs z and the layer z boundaries, or a layer id")
-        if impact is None:
-            impact = np.zeros((n, 3))
-        u, v = transverse_coordinates(x, y, z, counts, impact, direction)
-        voxel = voxel_indices(geometry, layer, u, v)
-    showers, outside = deposit(voxel, energy, counts, geometry.n_voxels)
+            zb = z[hits] if z is not None else None
+            row = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else z_edges(zb)  # type: ignore[misc]
+            u, v = transverse_coordinates(
+                x[hits], y[hits], zb, counts[s:t], impact[s:t],  # type: ignore[index]
+                direction[s:t] if direction is not None else None,
+            )
+            voxel = _voxels_from_rows(tab, row, u, v)
+        block, out = deposit(voxel, energy[hits], counts[s:t], n_vox)
+        showers[s:t] = block
+        outside[s:t] = out
+        n_outside += int(np.count_nonzero(voxel == n_vox))
     stats = VoxeliseStats(
         n_events=n,
         n_hits=n_hits,
-        n_hits_outside=int(np.count_nonzero(voxel == geometry.n_voxels)),
+        n_hits_outside=n_outside,
         e_hits=float(energy.sum(dtype=np.float64)),
         e_outside=float(outside.sum()),
     )
