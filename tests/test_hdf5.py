@@ -363,3 +363,13 @@ def test_validation_streams_in_chunks(tmp_path, rng):
     for cs in (1, 4, 13):
         assert validate_calochallenge(p, GEO, chunk_size=cs) == ref
     assert "15 non-finite voxel values" in ref[0]
+
+
+def test_auto_chunk_size_caps_memory_for_wide_geometries():
+    from fastsim.data.hdf5 import auto_chunk_size
+
+    assert auto_chunk_size(368) == 10_000  # dataset 1: 15 MB per chunk
+    assert auto_chunk_size(40_500) == (64 << 20) // (4 * 40_500)  # dataset 3: 414 rows, not 1.6 GB
+    assert auto_chunk_size(40_500, 7) == 7
+    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+        auto_chunk_size(368, 0)

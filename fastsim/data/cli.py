@@ -26,7 +26,7 @@ _PRESETS = (
 
 
 def _validate(argv: list[str]) -> int:
-    from fastsim.data.hdf5 import DEFAULT_CHUNK_SIZE, validate_calochallenge
+    from fastsim.data.hdf5 import validate_calochallenge
     from fastsim.geometry import Geometry
 
     parser = argparse.ArgumentParser(
@@ -37,7 +37,12 @@ def _validate(argv: list[str]) -> int:
         "--geometry",
         help=f"check the voxel count against a built-in geometry ({', '.join(BUILTIN)}) or an XML file",
     )
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows read at a time")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="rows read at a time (default 10000, fewer for wide geometries)",
+    )
     args = parser.parse_args(argv)
     geo = Geometry.resolve(args.geometry) if args.geometry else None
     n_bad = 0
@@ -56,7 +61,6 @@ def _validate(argv: list[str]) -> int:
 
 
 def _prep_train(argv: list[str]) -> int:
-    from fastsim.data.hdf5 import DEFAULT_CHUNK_SIZE
     from fastsim.data.tensors import DEFAULT_BUCKET_BYTES, prepare_training_tensors
 
     parser = argparse.ArgumentParser(
@@ -74,7 +78,12 @@ def _prep_train(argv: list[str]) -> int:
         help=f"voxel transform: one of {', '.join(_PRESETS)} or a JSON config (default: divide)",
     )
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE, help="rows read at a time")
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="rows read at a time (default 10000, fewer for wide geometries)",
+    )
     parser.add_argument(
         "--skip-bad",
         action="store_true",
