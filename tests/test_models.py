@@ -137,7 +137,14 @@ def test_wgan_trains_and_reloads(tmp_path, geo_small: Geometry, lipschitz: str) 
     trainer = fit(model, geo_small, str(tmp_path))
     assert trainer.global_step == 2 * (3 + 1)  # n_critic + 1 optimiser steps per batch
     m = trainer.callback_metrics
-    for key in ("train/critic_loss", "train/gen_loss", "train/wasserstein", "train/gradient_penalty", "train/grad_norm", "val/wasserstein"):
+    for key in (
+        "train/critic_loss",
+        "train/gen_loss",
+        "train/wasserstein",
+        "train/gradient_penalty",
+        "train/grad_norm",
+        "val/wasserstein",
+    ):
         assert key in m and torch.isfinite(m[key]), key
     (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
     check_reloaded(ckpt, model, WGANGP, geo_small)
@@ -152,7 +159,9 @@ def test_wgan_weight_clipping(tmp_path, geo_small: Geometry) -> None:
 
 def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry) -> None:
     torch.manual_seed(0)
-    model = make(ShowerVAE, geo_small, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=8)
+    model = make(
+        ShowerVAE, geo_small, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=8
+    )
     trainer = fit(model, geo_small, str(tmp_path), limit_train_batches=3)
     assert trainer.global_step == 3
     m = trainer.callback_metrics
@@ -215,12 +224,18 @@ def test_nan_loss_stops_training_with_message(tmp_path, geo_small: Geometry) -> 
     data[1]["x"][0, 0] = float("nan")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path)
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
     )
     with pytest.raises(FastsimError, match=r"training diverged: the critic loss is nan at global step 2"):
         trainer.fit(model, DataLoader(data, batch_size=None))
     # the first batch was applied, the NaN batch never reached the weights
-    assert all(bool(torch.all(torch.isfinite(v))) for v in model.state_dict().values() if v.is_floating_point())
+    assert all(
+        bool(torch.all(torch.isfinite(v))) for v in model.state_dict().values() if v.is_floating_point()
+    )
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
@@ -240,7 +255,13 @@ def test_load_generator_errors(tmp_path, geo_small: Geometry) -> None:
     with pytest.raises(InputFileError, match="not a Lightning checkpoint"):
         load_generator(unrelated)
     # a real Lightning checkpoint of something that is not a fastsim generator
-    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_progress_bar=False, default_root_dir=str(tmp_path))
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=1,
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     from lightning.pytorch.demos.boring_classes import BoringModel
 
     trainer.fit(BoringModel())

@@ -199,7 +199,9 @@ def _conditions(
         return cond
     if extra is None or tuple(extra.shape) != (cond.shape[0], n_extra):
         got = None if extra is None else tuple(extra.shape)
-        raise FastsimError(f"this model needs extra conditions of shape ({cond.shape[0]}, {n_extra}), got {got}")
+        raise FastsimError(
+            f"this model needs extra conditions of shape ({cond.shape[0]}, {n_extra}), got {got}"
+        )
     return torch.cat([cond, extra.to(cond)], dim=1)
 
 
@@ -217,7 +219,11 @@ class ExportedGenerator(nn.Module):
     """
 
     def __init__(
-        self, network: nn.Module, condition_transform: nn.Module, voxel_transform: nn.Module, n_conditions: int
+        self,
+        network: nn.Module,
+        condition_transform: nn.Module,
+        voxel_transform: nn.Module,
+        n_conditions: int,
     ) -> None:
         super().__init__()
         self.network = network

@@ -76,6 +76,8 @@ def load_generator(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     hparams = ckpt.get("hyper_parameters")
     if not isinstance(hparams, dict):
         raise InputFileError(path, "checkpoint has no hyper-parameters to rebuild the model from")
+    # LightningCLI may add bookkeeping keys ("_class_path", "_instantiator"): not init arguments
+    hparams = {k: v for k, v in hparams.items() if not k.startswith("_")}
     try:
         model = cls(**hparams)
         model.load_state_dict(ckpt["state_dict"], strict=True)

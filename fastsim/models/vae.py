@@ -116,9 +116,13 @@ class ShowerVAE(ShowerGeneratorModule):
         mu, logvar = self.encoder(x, cond)
         eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype, generator=rng)
         z = mu + torch.exp(0.5 * logvar) * eps
-        return self.log_likelihood(x, z, cond) + standard_normal_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+        return (
+            self.log_likelihood(x, z, cond) + standard_normal_log_prob(z) - gaussian_log_prob(z, mu, logvar)
+        )
 
-    def elbo_and_is(self, x: Tensor, cond: Tensor, k: int, rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def elbo_and_is(
+        self, x: Tensor, cond: Tensor, k: int, rng: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Per-event ELBO and importance-sampled log-likelihood (both (n,), nats) from one set of k samples."""
         lw = self.log_weights(x, cond, k, rng)
         return lw.mean(dim=0), torch.logsumexp(lw, dim=0) - math.log(k)
@@ -142,7 +146,12 @@ class ShowerVAE(ShowerGeneratorModule):
         loss = -(rec - beta * kl)
         self._check_finite(loss, "the VAE loss")
         self.log_dict(
-            {"train/loss": loss.detach(), "train/reconstruction": rec.detach(), "train/kl": kl.detach(), "train/beta": beta},
+            {
+                "train/loss": loss.detach(),
+                "train/reconstruction": rec.detach(),
+                "train/kl": kl.detach(),
+                "train/beta": beta,
+            },
             on_step=True,
             on_epoch=False,
             batch_size=x.shape[0],

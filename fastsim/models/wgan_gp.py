@@ -76,7 +76,12 @@ class WGANGP(ShowerGeneratorModule):
         self.hparams["critic_hidden"] = tuple(critic_hidden) if critic_hidden is not None else (v, v, v)
         self.hparams["generator_hidden"] = tuple(generator_hidden)
         self.generator = Generator(
-            latent_dim, n_conditions, v, self.hparams["generator_hidden"], generator_activation, output_activation
+            latent_dim,
+            n_conditions,
+            v,
+            self.hparams["generator_hidden"],
+            generator_activation,
+            output_activation,
         )
         self.critic = Critic(v, n_conditions, self.hparams["critic_hidden"], critic_activation)
         self.automatic_optimization = False
@@ -147,7 +152,8 @@ class WGANGP(ShowerGeneratorModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # the critic's Wasserstein estimate on held-out data (no penalty: it needs input gradients)
         x, cond = batch["x"], batch["cond"]
-        rng = self.step_generator(VALIDATION_STREAM, batch_idx)  # same noise at every validation: comparable epochs
+        # the same noise at every validation, so epochs are compared on equal terms
+        rng = self.step_generator(VALIDATION_STREAM, batch_idx)
         z = torch.randn(x.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
         w = self.critic(x, cond).mean() - self.critic(self.generator(z, cond), cond).mean()
         self.log("val/wasserstein", w, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
