@@ -98,6 +98,21 @@ def bucket_of(rows: np.ndarray, seed: int, n_buckets: int) -> np.ndarray:
     return (key % np.uint64(n_buckets)).astype(np.int64)
 
 
+def shuffle_order(n_rows: int, seed: int, n_buckets: int) -> np.ndarray:
+    """The permutation :func:`prepare_training_tensors` applies, computed in memory (for checks).
+
+    Returns:
+        int64 (n_rows,): output row i holds the usable input row ``order[i]`` (rows counted over
+        all inputs in order, skipped rows excluded).
+    """
+    b = bucket_of(np.arange(n_rows), seed, n_buckets)
+    parts = []
+    for k in range(n_buckets):
+        rows = np.flatnonzero(b == k)
+        parts.append(rows[np.random.default_rng([seed, k]).permutation(len(rows))])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 # --------------------------------------------------------------------------- preparation
 
 
@@ -503,4 +518,11 @@ class TrainingTensors:
         self.close()
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "TrainingTensors", "bucket_of", "prepare_training_tensors"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "TrainingTensors",
+    "bucket_of",
+    "prepare_training_tensors",
+    "shuffle_order",
+]
