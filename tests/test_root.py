@@ -228,6 +228,15 @@ def test_wrong_branch_types(tmp_path, geo):
         check_root_inputs(path, hit, geo)
 
 
+def test_string_branches_are_refused(tmp_path, geo):
+    path = tmp_path / "s.root"
+    with uproot.recreate(path) as f:
+        tree = f.mktree("events", {"e_inc": "string", "voxels": ("float32", (geo.n_voxels,))})
+        tree.extend({"e_inc": np.array(["10 GeV", "20 GeV"]), "voxels": np.ones((2, geo.n_voxels), np.float32)})
+    with pytest.raises(InputFileError, match=r"s\.root:events/e_inc: expected one number per entry, found AsStrings"):
+        check_root_inputs(path, RootSpec(), geo)
+
+
 def test_jagged_voxels_of_the_wrong_length(tmp_path, geo):
     vox = ak.Array([np.ones(60), np.ones(60), np.ones(59)])
     path = write_tree(tmp_path / "j.root", {"e_inc": np.full(3, 10.0), "voxels": vox})

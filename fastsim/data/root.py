@@ -419,7 +419,8 @@ def _nonfinite(values: np.ndarray) -> bool:
 
 def _read_chunk_voxels(
     arrays: Any, inp: RootInput, spec: RootSpec, geometry: Geometry, entry_start: int, bad: _BadEntries
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
+    """Voxel energies (n, V) of a chunk, in the file's unit; flags invalid entries in ``bad``."""
     import awkward as ak
 
     vox = arrays[spec.voxels_branch]
@@ -451,7 +452,7 @@ def _read_chunk_voxels(
     neg = showers < -NEGATIVE_TOLERANCE_MEV / spec.energy_scale
     if neg.any():
         bad.add(spec.voxels_branch, "negative voxel energy", neg.any(axis=1))
-    return showers, np.zeros(0)
+    return showers
 
 
 def _per_entry(
@@ -476,6 +477,7 @@ def iter_root_showers(
     bad: Literal["raise", "skip"] = "raise",
     inputs: list[RootInput] | None = None,
     prefetch: int = 1,
+    threads: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     """Stream showers from ROOT files chunk by chunk (``TTree.iterate``), file after file.
 
@@ -490,6 +492,8 @@ def iter_root_showers(
         inputs: the result of :func:`check_root_inputs` if already called (saves reopening).
         prefetch: chunks read ahead in a background thread while the current one is voxelised
             (0: read in this thread). Memory grows by that many raw chunks.
+        threads: threads voxelising the blocks of a chunk of hits; None: up to 2 of the CPUs
+            this process may use. Results do not depend on it.
 
     Yields:
         ``(e_inc, showers, stats)``: float64 (n,) incident energies in MeV, float32 (n, V) voxel
@@ -511,8 +515,10 @@ def iter_root_showers(
             raise FastsimError(f"geometry {geometry.name!r} needs {geometry.n_layers + 1} layer z boundaries")
         z_lookup = EdgeLookup([np.asarray(spec.layer_z, dtype=np.float64)])
     branches = list(spec.branch_roles())
+    if threads is None:
+        threads = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     for inp in inputs:
-        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch)
+        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch, threads)
 
 
 def _read_chunks(inp: RootInput, tree: Any, branches: list[str], step: int | str) -> Iterator[tuple[Any, int]]:
@@ -586,6 +592,7 @@ def _iter_file(
     bad: str,
     z_lookup: EdgeLookup | None,
     prefetch: int,
+    threads: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     step = auto_step_size(inp, geometry.n_voxels) if step_size is None else step_size
     with _open(inp.path) as f:
@@ -593,7 +600,7 @@ def _iter_file(
         chunks = _prefetch(_read_chunks(inp, tree, branches, step), prefetch)
         try:
             for arrays, entry_start in chunks:
-                yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup)
+                yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup, threads)
         finally:
             chunks.close()  # stop the reader thread before the file closes
 
@@ -606,6 +613,7 @@ def _convert_chunk(
     entry_start: int,
     bad: str,
     z_lookup: EdgeLookup | None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, ChunkStats]:
     n = len(arrays)
     e_inc = _numpy(arrays[spec.incident_branch]).reshape(n).astype(np.float64)
@@ -617,7 +625,7 @@ def _convert_chunk(
     flags.add(spec.incident_branch, f"incident energy > {MAX_INCIDENT_MEV:g} MeV", e_inc > MAX_INCIDENT_MEV)
 
     if spec.kind == "voxels":
-        showers, _ = _read_chunk_voxels(arrays, inp, spec, geometry, entry_start, flags)
+        showers = _read_chunk_voxels(arrays, inp, spec, geometry, entry_start, flags)
         if flags.any() and bad == "raise":
             flags.raise_first(inp, entry_start)
         stats = ChunkStats(n_events=n, path=inp.path, entry_start=entry_start, entry_stop=entry_start + n)
@@ -694,6 +702,7 @@ def _convert_chunk(
         z_edges=z_lookup,
         impact=impact,
         direction=direction,
+        threads=threads,
     )
     stats = ChunkStats(
         n_events=vstats.n_events,

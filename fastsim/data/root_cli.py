@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("inputs", nargs="+", help="ROOT files, read in order")
     p.add_argument("-o", "--output", required=True, help="CaloChallenge HDF5 file to write")
-    p.add_argument("--geometry", required=True, help="built-in binning (1-photons, 1-pions, 2, 3) or XML file")
+    p.add_argument(
+        "--geometry", required=True, help="built-in binning (1-photons, 1-pions, 2, 3) or XML file"
+    )
     p.add_argument("--kind", choices=["voxels", "hits"], default="voxels", help="layout of the TTree")
     p.add_argument("--tree", default="events", help="TTree name")
     p.add_argument("--e-inc-branch", default="e_inc", help="per-event incident energy")
@@ -80,21 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hit-e", default="hit_e", help="per-hit energy")
     g.add_argument("--hit-x", default="hit_x", help="per-hit x")
     g.add_argument("--hit-y", default="hit_y", help="per-hit y")
-    g.add_argument("--hit-z", default="hit_z", help="per-hit z ('' for none: needs --hit-layer and a +z axis)")
+    g.add_argument(
+        "--hit-z", default="hit_z", help="per-hit z ('' for none: needs --hit-layer and a +z axis)"
+    )
     g.add_argument("--hit-layer", default=None, help="per-hit layer id (instead of z and --layer-z)")
     g.add_argument("--hit-cell", default=None, help="per-hit cell index in the layer (alpha_bin*n_r + r_bin)")
-    g.add_argument("--layer-z", type=_floats, default=None, help="layer z boundaries in mm, n_layers+1 comma-separated")
-    g.add_argument("--impact-branches", type=_triple, default=None, metavar="X0,Y0,Z0", help="per-event impact point")
-    g.add_argument("--impact", type=_float_triple, default=(0.0, 0.0, 0.0), metavar="X,Y,Z", help="fixed impact point")
-    g.add_argument("--direction-branches", type=_triple, default=None, metavar="DX,DY,DZ", help="per-event direction")
-    g.add_argument("--direction", type=_float_triple, default=(0.0, 0.0, 1.0), metavar="DX,DY,DZ", help="fixed direction")
+    g.add_argument(
+        "--layer-z", type=_floats, default=None, help="layer z boundaries in mm, n_layers+1 comma-separated"
+    )
+    g.add_argument(
+        "--impact-branches", type=_triple, default=None, metavar="X0,Y0,Z0", help="per-event impact point"
+    )
+    g.add_argument(
+        "--impact", type=_float_triple, default=(0.0, 0.0, 0.0), metavar="X,Y,Z", help="fixed impact point"
+    )
+    g.add_argument(
+        "--direction-branches", type=_triple, default=None, metavar="DX,DY,DZ", help="per-event direction"
+    )
+    g.add_argument(
+        "--direction", type=_float_triple, default=(0.0, 0.0, 1.0), metavar="DX,DY,DZ", help="fixed direction"
+    )
     u = p.add_argument_group("units")
-    u.add_argument("--energy-unit", choices=list(ENERGY_UNITS), default="MeV", help="unit of hit/voxel energies")
-    u.add_argument("--incident-energy-unit", choices=list(ENERGY_UNITS), default=None, help="default: --energy-unit")
+    u.add_argument(
+        "--energy-unit", choices=list(ENERGY_UNITS), default="MeV", help="unit of hit/voxel energies"
+    )
+    u.add_argument(
+        "--incident-energy-unit", choices=list(ENERGY_UNITS), default=None, help="default: --energy-unit"
+    )
     u.add_argument("--length-unit", choices=list(LENGTH_UNITS), default="mm", help="unit of positions")
     o = p.add_argument_group("output and run")
-    o.add_argument("--step-size", type=_step, default=None, help="entries per chunk or a size like '50 MB' (default: automatic)")
-    o.add_argument("--skip-bad", action="store_true", help="skip invalid events (counted) instead of stopping")
+    o.add_argument(
+        "--step-size",
+        type=_step,
+        default=None,
+        help="entries per chunk or a size like '50 MB' (default: automatic)",
+    )
+    o.add_argument(
+        "--skip-bad", action="store_true", help="skip invalid events (counted) instead of stopping"
+    )
     o.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     o.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip", help="HDF5 filter")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -162,22 +187,36 @@ def convert(
         "producer": "fastsim-prep-root",
         "geometry": geometry.to_json(),
         "source_files": [
-            {"path": os.path.abspath(i.path), "tree": i.tree, "entries": i.n_entries, "bytes": os.path.getsize(i.path)}
+            {
+                "path": os.path.abspath(i.path),
+                "tree": i.tree,
+                "entries": i.n_entries,
+                "bytes": os.path.getsize(i.path),
+            }
             for i in inputs_checked
         ],
         "root_spec": spec_json,
     }
     t0 = time.perf_counter()
     with (
-        ShowerWriter(output, geometry.n_voxels, attrs=attrs, compression=compression, overwrite=overwrite) as writer,
+        ShowerWriter(
+            output, geometry.n_voxels, attrs=attrs, compression=compression, overwrite=overwrite
+        ) as writer,
         tqdm(total=n_total, unit="ev", disable=not progress, desc="prep-root", file=sys.stderr) as bar,
     ):
         for e_inc, showers, stats in iter_root_showers(
-            inputs, geometry, spec, step_size=step_size, bad="skip" if skip_bad else "raise", inputs=inputs_checked
+            inputs,
+            geometry,
+            spec,
+            step_size=step_size,
+            bad="skip" if skip_bad else "raise",
+            inputs=inputs_checked,
         ):
             writer.append(e_inc, showers)
             total = total + stats
             bar.update(stats.entry_stop - stats.entry_start)
+            if spec.kind == "hits":  # per-chunk bookkeeping of what fell outside the geometry
+                bar.set_postfix(outside=f"{100 * stats.outside_fraction:.2f}%", skipped=total.n_skipped, refresh=False)
         if writer.n_written == 0:
             raise FastsimError(f"no valid events in {len(inputs)} input file(s): nothing written to {output}")
         writer.set_attrs(
@@ -214,16 +253,20 @@ def main(argv: list[str]) -> int:
     )
     dt = time.perf_counter() - t0
     read = total.n_events + total.n_skipped
-    print(f"wrote {args.output}: {total.n_events} showers × {geometry.n_voxels} voxels from {read} events "
-          f"in {len(args.inputs)} file(s), {dt:.1f} s ({read / max(dt, 1e-9):.0f} events/s)")
+    print(
+        f"wrote {args.output}: {total.n_events} showers × {geometry.n_voxels} voxels from {read} events "
+        f"in {len(args.inputs)} file(s), {dt:.1f} s ({read / max(dt, 1e-9):.0f} events/s)"
+    )
     if total.n_skipped:
         reasons = json.dumps(total.skipped_reasons, sort_keys=True)
         print(f"skipped {total.n_skipped} invalid events: {reasons}")
     else:
         print("skipped 0 events")
     if spec.kind == "hits":
-        print(f"hits: {total.n_hits}; outside the geometry: {total.n_hits_outside} hits, "
-              f"{total.e_outside:.6g} of {total.e_hits:.6g} MeV ({100 * total.outside_fraction:.3g}%)")
+        print(
+            f"hits: {total.n_hits}; outside the geometry: {total.n_hits_outside} hits, "
+            f"{total.e_outside:.6g} of {total.e_hits:.6g} MeV ({100 * total.outside_fraction:.3g}%)"
+        )
     return 0
 
 

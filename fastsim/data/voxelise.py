@@ -161,6 +161,7 @@ class EdgeLookup:
             raise FastsimError("EdgeLookup values need len(edges[row]) + 1 entries per row")
         self.rows = rows
         self.values = np.concatenate([np.asarray(v, dtype=np.int64) for v in values])
+        self._identity = len(rows) == 1 and np.array_equal(self.values, np.arange(len(self.values)))
         self.value_start = np.cumsum([0] + [len(v) for v in values])[:-1]
         gaps = [np.diff(r).min() for r in rows if len(r) > 1]
         first = float(min(r[0] for r in rows))
@@ -230,7 +231,7 @@ class EdgeLookup:
         nxt = np.take(self._next32 if ft is np.float32 else self._next64, cell)
         count = np.take(self.cell_value, cell)
         count += x >= nxt
-        return np.take(self.values, count)
+        return count if self._identity else np.take(self.values, count)
 
 
 @dataclass(frozen=True)
@@ -523,6 +524,7 @@ def voxelise_hits(
     z_edges: np.ndarray | EdgeLookup | None = None,
     impact: np.ndarray | None = None,
     direction: np.ndarray | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, VoxeliseStats]:
     """Voxelise the hits of ``n`` events onto ``geometry`` in each event's shower frame.
 
@@ -539,6 +541,8 @@ def voxelise_hits(
         z_edges: layer boundaries in mm, shape (n_layers + 1,), when the layer comes from ``z``.
         impact: impact point per event in mm, shape (n, 3); None means the origin.
         direction: shower axis per event, shape (n, 3); None means +z.
+        threads: worker threads for the blocks of hits (numpy releases the GIL in most passes);
+            the result does not depend on it.
 
     Returns:
         ``(showers, stats)``: float32 (n, V) voxel energies in MeV, and the chunk's
@@ -575,15 +579,15 @@ def voxelise_hits(
     n_vox = geometry.n_voxels
     showers = np.empty((n, n_vox), dtype=np.float32)
     outside = np.empty(n, dtype=np.float64)
-    n_outside = 0
     offsets = np.concatenate([[0], np.cumsum(counts)])
     # blocks of whole events of about _BLOCK_HITS hits: every temporary stays in the CPU cache,
     # which makes the passes below ~3x faster than over a whole chunk at once
     starts = np.unique(np.searchsorted(offsets, np.arange(0, n_hits, _BLOCK_HITS), side="right") - 1)
     bounds = np.append(starts, n) if n else np.zeros(1, dtype=np.int64)
-    for s, t in zip(bounds[:-1], bounds[1:], strict=True):
-        a, b = offsets[s], offsets[t]
-        hits = slice(a, b)
+
+    def block(s: int, t: int) -> int:
+        """Voxelise events s..t-1 into their rows of ``showers``; return their outside hit count."""
+        hits = slice(offsets[s], offsets[t])
         if cell is not None:
             voxel = _cells_from_rows(tab, _rows_from_ids(layer_id[hits], tab), cell[hits])  # type: ignore[index]
         else:
@@ -594,10 +598,19 @@ def voxelise_hits(
                 direction[s:t] if direction is not None else None,
             )
             voxel = _voxels_from_rows(tab, row, u, v)
-        block, out = deposit(voxel, energy[hits], counts[s:t], n_vox)
-        showers[s:t] = block
+        dense, out = deposit(voxel, energy[hits], counts[s:t], n_vox)
+        showers[s:t] = dense
         outside[s:t] = out
-        n_outside += int(np.count_nonzero(voxel == n_vox))
+        return int(np.count_nonzero(voxel == n_vox))
+
+    pairs = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
+    if threads > 1 and len(pairs) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastsim-voxelise") as pool:
+            n_outside = sum(pool.map(lambda st: block(*st), pairs))
+    else:
+        n_outside = sum(block(s, t) for s, t in pairs)
     stats = VoxeliseStats(
         n_events=n,
         n_hits=n_hits,
