@@ -259,3 +259,31 @@ def test_transforms_trace_to_onnx_graph(data):
     out_eager = w(x[8:20], e[8:20])
     torch.testing.assert_close(out_traced[0], out_eager[0])
     torch.testing.assert_close(out_traced[1], out_eager[1])
+
+
+def test_transforms_export_to_onnx_with_dynamic_batch(tmp_path, data):
+    """Fitted buffers become ONNX constants: onnxruntime reproduces inverse() and the condition."""
+    ort = pytest.importorskip("onnxruntime")
+    s, e = data
+    t = voxel_transform("log-standardize").fit(s, e)
+    c = EnergyCondition().fit(e)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t, self.c = t, c
+
+        def forward(self, x, e_inc):
+            return self.t.inverse(x, e_inc), self.c(e_inc)
+
+    w = Wrap().eval()
+    x, e32 = t(s, e), e.float()[:, None]  # the export contract: e_inc (n, 1) float32 MeV
+    path = tmp_path / "t.onnx"
+    torch.onnx.export(
+        w, (x[:4], e32[:4]), str(path), dynamo=False, input_names=["x", "e_inc"],
+        output_names=["showers", "cond"], dynamic_axes={"x": {0: "n"}, "e_inc": {0: "n"}},
+    )  # fmt: skip
+    out = ort.InferenceSession(str(path)).run(None, {"x": x[4:20].numpy(), "e_inc": e32[4:20].numpy()})
+    ref = w(x[4:20], e32[4:20])
+    np.testing.assert_allclose(out[0], ref[0].numpy(), rtol=1e-5, atol=1e-6 * float(ref[0].abs().max()))
+    np.testing.assert_allclose(out[1], ref[1].numpy(), atol=1e-6)
