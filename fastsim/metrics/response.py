@@ -67,7 +67,7 @@ class EnergyGroups:
         """Short human-readable labels, e.g. ``"1.02 GeV"`` or ``"1–3.16 GeV"``."""
 
         def fmt(e: float) -> str:
-            return f"{e / 1e3:.3g} GeV" if e >= 1e3 else f"{e:.3g} MeV"
+            return f"{e / 1e3:.4g} GeV" if e >= 1e3 else f"{e:.4g} MeV"
 
         if self.kind == "discrete":
             return [fmt(float(e)) for e in self.energies]

@@ -1,0 +1,102 @@
+"""``fastsim benchmark``: compare generated showers with full simulation and write a report.
+
+    fastsim benchmark --generated gen.h5 --reference fullsim.h5 --out report/
+    fastsim benchmark --generated gen.h5 --reference g4.h5 --geometry 1-photons --out rep \\
+        --no-classifier --response-tol 0.02 --max-showers 5000 --seed 3
+
+Writes ``metrics.json``, ``report.md``, ``report.html``, PNG plots and ``mean_images.npz`` into
+``--out``. Bad inputs raise :class:`fastsim.errors.InputFileError`, which ``fastsim`` turns into
+one line on stderr and exit status 2. Exit status 0 otherwise, or 1 with ``--strict`` when a
+tolerance check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fastsim.errors import FastsimError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fastsim benchmark",
+        description="Compare generated showers with full simulation (CaloChallenge HDF5) and write a report.",
+    )
+    p.add_argument("--generated", required=True, help="generated showers (CaloChallenge HDF5)")
+    p.add_argument("--reference", required=True, help="full-simulation showers (CaloChallenge HDF5)")
+    p.add_argument("--out", required=True, help="report directory (created)")
+    p.add_argument(
+        "--geometry",
+        default=None,
+        help="built-in name (1-photons, 1-pions, 2, 3) or binning XML; default: the files' "
+        "'geometry' attribute, else the built-in binning with the files' voxel count",
+    )
+    p.add_argument(
+        "--classifier",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the classifier tests (default: yes)",
+    )
+    p.add_argument("--tolerances", default=None, help="YAML file with response/resolution/separation/auc")
+    p.add_argument("--response-tol", type=float, default=None, help="max |response ratio - 1| (default 0.01)")
+    p.add_argument("--resolution-tol", type=float, default=None, help="max |resolution ratio - 1| (default 0.05)")
+    p.add_argument(
+        "--separation-tol", type=float, default=None, help="max mean separation power of E_tot/E_inc (default 0.003)"
+    )
+    p.add_argument("--auc-tol", type=float, default=None, help="max classifier AUC (default 0.8)")
+    p.add_argument(
+        "--max-showers",
+        type=int,
+        default=20_000,
+        help="showers per sample for the classifier input (random, seeded; 0 = all); default 20000",
+    )
+    p.add_argument("--classifier-epochs", type=int, default=None, help="max classifier epochs (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+    p.add_argument("--chunk-size", type=int, default=None, help="rows read at a time (default: ~64 MiB)")
+    p.add_argument("--no-plots", action="store_true", help="write metrics.json and the report without PNGs")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a tolerance check fails")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Entry point; ``argv[0]`` is the command name (``"benchmark"``)."""
+    args = build_parser().parse_args(argv[1:])
+    if args.max_showers < 0:
+        raise FastsimError(f"--max-showers must be >= 0, got {args.max_showers}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise FastsimError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    from fastsim.report.report import load_tolerances, run_benchmark
+
+    tol = load_tolerances(
+        args.tolerances,
+        response=args.response_tol,
+        resolution=args.resolution_tol,
+        separation=args.separation_tol,
+        auc=args.auc_tol,
+    )
+    clf_opts = {} if args.classifier_epochs is None else {"max_epochs": args.classifier_epochs}
+    results = run_benchmark(
+        args.generated,
+        args.reference,
+        args.out,
+        geometry=args.geometry,
+        tolerances=tol,
+        classifier=args.classifier,
+        classifier_options=clf_opts,
+        max_showers=args.max_showers or None,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+        plots=not args.no_plots,
+    )
+    s = results["summary"]
+    verdict = "PASS" if s["pass"] else "FAIL"
+    print(
+        f"fastsim benchmark: {verdict} ({s['n_checks'] - s['n_failed']}/{s['n_checks']} checks), "
+        f"mean separation power {s['mean_separation_power_e_ratio']:.4g}; report in {args.out}/report.md"
+    )
+    return 1 if (args.strict and not s["pass"]) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(["benchmark", *sys.argv[1:]]))
