@@ -196,6 +196,25 @@ def test_append_mode_is_atomic(tmp_path, rng):
         ShowerWriter(tmp_path / "none.h5", V, mode="a")
 
 
+def test_append_to_fixed_size_file_rewrites_it(tmp_path, rng):
+    """A plain h5py file (contiguous datasets, 1-D incident energies) is rewritten, then extended."""
+    e, s = _showers(rng, 25)
+    p = tmp_path / "plain.h5"
+    _raw(p, e[:10], s[:10])
+    with h5py.File(p, "a") as f:
+        f.attrs["origin"] = "CaloChallenge"
+    with ShowerWriter(p, V, mode="a") as w:
+        assert w.n_written == 10
+        w.append(e[10:], s[10:])
+    with h5py.File(p) as f:
+        assert f["incident_energies"].shape == (25, 1) and f["showers"].maxshape == (None, V)
+        assert f.attrs["origin"] == "CaloChallenge"
+    e2, s2 = read_calochallenge(p)
+    np.testing.assert_array_equal(e2, e)
+    np.testing.assert_array_equal(s2, s)
+    assert os.listdir(tmp_path) == ["plain.h5"]
+
+
 def test_writer_rejects_bad_blocks(tmp_path, rng):
     e, s = _showers(rng, 4)
     with pytest.raises(ValueError, match="shape"), ShowerWriter(tmp_path / "a.h5", V) as w:

@@ -323,7 +323,10 @@ class ShowerWriter:
     exception mid-append never corrupts data already on disk. Appending in place would be
     cheaper but an HDF5 file interrupted while open for writing can be left unreadable, and the
     rows already appended could not be rolled back; the copy costs one sequential read and write
-    of the existing file.
+    of the existing file. Files that cannot be extended as they are (contiguous or fixed-size
+    datasets, as plain ``h5py`` writes them, or a 1-D ``incident_energies``) are rewritten row by
+    row into the writer's own layout (compression, chunks, (N, 1)) instead of byte-copied, keeping
+    their attributes.
 
     Args:
         path: the final file.
@@ -366,6 +369,7 @@ class ShowerWriter:
         self.mode = mode
         self.tmp_path = temporary_path(self.path)
         self._closed = False
+        in_place = False
         if mode == "w":
             _check_target(self.path, overwrite)
         else:
@@ -375,16 +379,21 @@ class ShowerWriter:
                         self.path,
                         f"cannot append showers of {self.n_voxels} voxels to a file of {cf.n_voxels}",
                     )
-                e_inc_is_1d = cf._e_inc.ndim == 1
-            if e_inc_is_1d:
-                raise InputFileError(
-                    self.path, "appending needs incident_energies of shape (N, 1); this file has (N,)"
+                # A copy can be appended to only if both datasets are chunked and resizable and
+                # incident_energies is (N, 1); otherwise the rows are rewritten into a new layout.
+                in_place = (
+                    cf._e_inc.ndim == 2 and cf._showers.maxshape[0] is None and cf._e_inc.maxshape[0] is None
                 )
-            shutil.copyfile(self.path, self.tmp_path)
-        # Registered before the file is opened so a failure below still cleans up.
+        # Registered before anything is written so a failure below still cleans up.
         self._finalizer = weakref.finalize(self, _remove_quietly, self.tmp_path)
         try:
-            if mode == "w":
+            if in_place:
+                shutil.copyfile(self.path, self.tmp_path)
+                self._f = h5py.File(self.tmp_path, "r+")
+                self._showers, self._e_inc = self._f[_SHOWERS], self._f[_E_INC]
+                if attrs:
+                    self.set_attrs(**attrs)
+            else:
                 self._f = h5py.File(self.tmp_path, "w")
                 rows = int(chunk_rows) if chunk_rows else _default_chunk_rows(self.n_voxels)
                 opts = {"compression": compression}
@@ -407,12 +416,16 @@ class ShowerWriter:
                     chunks=(max(rows, 4096), 1),
                     **opts,
                 )
-                self._f.attrs.update({k: _attr_value(v) for k, v in provenance(**(attrs or {})).items()})
-            else:
-                self._f = h5py.File(self.tmp_path, "r+")
-                self._showers, self._e_inc = self._f[_SHOWERS], self._f[_E_INC]
-                if attrs:
-                    self.set_attrs(**attrs)
+                if mode == "w":
+                    self._f.attrs.update({k: _attr_value(v) for k, v in provenance(**(attrs or {})).items()})
+                else:
+                    with open_calochallenge(self.path) as cf:
+                        for key, value in cf._f.attrs.items():
+                            self._f.attrs[key] = value
+                        for e, sh in cf.iter_chunks():
+                            self.append(e, sh)
+                    if attrs:
+                        self.set_attrs(**attrs)
         except BaseException:
             self.abort()
             raise
