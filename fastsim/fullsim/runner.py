@@ -99,6 +99,7 @@ def _worker_main(
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    os.write(1, f"fastsim geant4 worker {wid} pid {os.getpid()}\n".encode())
     try:
         from fastsim.fullsim.engine import Application
 
