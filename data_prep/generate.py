@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Thin script over ``fastsim generate`` (same options): showers from a checkpoint into HDF5.
 
-    python data_prep/generate.py --checkpoint wgan.ckpt -o gen.h5 --like ref.h5
+Usage: ``python data_prep/generate.py --checkpoint wgan.ckpt -o gen.h5 --like ref.h5``
 """
 
 from __future__ import annotations

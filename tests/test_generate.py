@@ -7,10 +7,18 @@ The generator checkpoints are real: a tiny WGAN-GP trained for a couple of batch
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
+from fastsim.cli import main as fastsim_main
 from fastsim.errors import FastsimError
 from fastsim.generation.energies import (
     LOG_UNIFORM_BLOCK,
@@ -24,6 +32,7 @@ from fastsim.generation.energies import (
     parse_energy_list,
     parse_points,
 )
+from fastsim.geometry import Geometry
 
 
 # ---------------------------------------------------------------------------------- energies (pure)
@@ -68,7 +77,9 @@ class TestEnergies:
         for start, stop in batches:
             assert len(np.unique(plan.slice(start, stop))) == 1
         # the batches tile the run exactly, in order
-        np.testing.assert_array_equal(np.concatenate([plan.slice(a, b) for a, b in batches]), plan.slice(0, 15))
+        np.testing.assert_array_equal(
+            np.concatenate([plan.slice(a, b) for a, b in batches]), plan.slice(0, 15)
+        )
 
     def test_log_uniform_range_seed_and_index_determinism(self) -> None:
         n = LOG_UNIFORM_BLOCK + 1000  # crosses a block boundary
@@ -105,3 +116,305 @@ class TestEnergies:
         assert timer.counts.tolist() == [6, 6]
         assert energy_key(1536.5) == "1536.5" and energy_key(4194304.0) == "4194304"
         assert TimePerEnergy(None).per_shower() == {}
+
+
+# ---------------------------------------------------------------------------------- real checkpoints
+#: 3 layers x 2 alpha x 3 r = 18 voxels: tiny, so a Trainer step takes milliseconds
+TINY_GEOMETRY = Geometry.regular(3, 2, [0.0, 5.0, 20.0, 60.0], name="tiny")
+#: the energy range the tiny models are trained on (MeV)
+TRAIN_ENERGIES = (256.0, 1024.0, 4096.0, 16384.0)
+
+
+#: (seed, epochs of 4 batches) per model: a second of training after which the tiny model deposits
+#: about the right fraction of E_inc at this seed, so its output also passes validation's unit
+#: check. A barely trained generator can deposit several times E_inc (other seeds do), which
+#: validation rightly reports: these runs are for testing generation, not training.
+TRAINING = {"wgan": (1, 5), "vae": (3, 15)}
+
+
+def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
+    """Train a tiny WGAN-GP or VAE for a few dozen batches with a real Lightning Trainer and save it.
+
+    The toy showers deposit a random ~90 % of E_inc with a depth profile; the energy condition and
+    the default voxel transform (showers / E_inc) are fitted on them, as the data module would.
+    """
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from fastsim.data.transforms import EnergyCondition, build_transform
+
+    seed, epochs = TRAINING[model_name]
+    rng = np.random.default_rng(seed)
+    n, v = 64, TINY_GEOMETRY.n_voxels
+    e_inc = rng.choice(TRAIN_ENERGIES, size=n)
+    # a fixed radial/depth profile with 20 % log-normal fluctuations, summing to 85-95 % of E_inc
+    profile = np.exp(-0.5 * (np.arange(v) % 3)) * np.exp(-0.3 * (np.arange(v) // 6))
+    frac = profile * rng.lognormal(0.0, 0.2, size=(n, v))
+    frac *= rng.uniform(0.85, 0.95, size=(n, 1)) / frac.sum(axis=1, keepdims=True)
+    showers = (frac * e_inc[:, None]).astype(np.float32)
+    condition = EnergyCondition().fit(e_inc)
+    transform = build_transform({"class": "DivideByIncident"})
+    e_t = torch.as_tensor(e_inc)
+    x = transform(torch.as_tensor(showers), e_t).to(torch.float32)
+    cond = condition(e_t).to(torch.float32)
+    data = [{"x": x[i], "cond": cond[i]} for i in range(n)]
+    common = {"geometry": TINY_GEOMETRY.to_dict(), "condition": condition.config(), "seed": seed}
+    torch.manual_seed(seed)  # the initial weights
+    if model_name == "wgan":
+        from fastsim.models.wgan_gp import WGANGP
+
+        model = WGANGP(
+            **common,
+            latent_dim=6,
+            generator_hidden=(16, 16),
+            critic_hidden=(16,),
+            n_critic=2,
+            lr_generator=1e-3,
+            lr_critic=1e-3,
+        )
+    else:
+        from fastsim.models.vae import ShowerVAE
+
+        model = ShowerVAE(
+            **common,
+            latent_dim=4,
+            encoder_hidden=(16,),
+            decoder_hidden=(16,),
+            n_importance_samples=2,
+            lr=3e-2,
+        )
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=4, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=str(path.parent),
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(data, batch_size=16, shuffle=False))
+    assert trainer.global_step > 0  # the optimisers really stepped
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def wgan_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint("wgan", tmp_path_factory.mktemp("ckpt") / "wgan.ckpt")
+
+
+@pytest.fixture(scope="module")
+def vae_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint("vae", tmp_path_factory.mktemp("ckpt") / "vae.ckpt")
+
+
+def run_cli(*args: str | os.PathLike) -> int:
+    """``fastsim generate ...`` in-process, as the console script runs it."""
+    return fastsim_main(["generate", *map(str, args)])
+
+
+def read(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    with h5py.File(path, "r") as f:
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        return f["incident_energies"][:], f["showers"][:], attrs
+
+
+# ---------------------------------------------------------------------------------- generate
+class TestGenerate:
+    @pytest.mark.parametrize("model_name", ["wgan", "vae"])
+    def test_discrete_energies_file_is_valid_with_provenance(
+        self, model_name: str, request: pytest.FixtureRequest, tmp_path: Path
+    ) -> None:
+        from fastsim.data.hdf5 import validate_calochallenge
+        from fastsim.models.io import load_generator
+        from fastsim.provenance import file_sha256
+
+        ckpt = request.getfixturevalue(f"{model_name}_ckpt")
+        out = tmp_path / "gen.h5"
+        rc = run_cli("--checkpoint", ckpt, "-o", out, "--energies", "512,2048,8192", "--n", 50,
+                     "--batch-size", 16, "--seed", 5, "--device", "cpu")  # fmt: skip
+        assert rc == 0
+        model = load_generator(ckpt)
+        assert validate_calochallenge(out, model.geometry) == []
+        e_inc, showers, attrs = read(out)
+        assert e_inc.shape == (150, 1) and showers.shape == (150, TINY_GEOMETRY.n_voxels)
+        assert showers.dtype == np.float32 and (showers >= 0).all()
+        np.testing.assert_array_equal(e_inc[:, 0], np.repeat([512.0, 2048.0, 8192.0], 50))
+        assert showers.sum(axis=1).max() > 0  # not an empty file of zeros
+        with h5py.File(out, "r") as f:
+            assert f["showers"].compression == "gzip"
+            # appended batch by batch into a growable chunked dataset
+            assert f["showers"].chunks is not None and f["showers"].maxshape == (None, TINY_GEOMETRY.n_voxels)
+        assert attrs["producer"] == "fastsim-generate"
+        assert attrs["checkpoint_sha256"] == file_sha256(ckpt)
+        assert attrs["checkpoint"] == str(ckpt.resolve())
+        assert attrs["model_class"].endswith("WGANGP" if model_name == "wgan" else "ShowerVAE")
+        assert json.loads(attrs["hparams"])["latent_dim"] == model.latent_dim
+        assert (attrs["seed"], attrs["batch_size"], attrs["device"]) == (5, 16, "cpu")
+        assert attrs["fastsim_version"] and attrs["time_per_shower_s"] > 0
+        by_energy = json.loads(attrs["time_per_shower_by_energy"])
+        assert set(by_energy) == {"512", "2048", "8192"} and all(t > 0 for t in by_energy.values())
+        assert Geometry.from_json(attrs["geometry"]) == model.geometry
+        assert not [p for p in os.listdir(tmp_path) if p != "gen.h5"]  # no temporary left
+
+    def test_reproducible_and_seed_dependent(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        from fastsim.generation.generate import generate_showers
+        from fastsim.models.io import load_generator
+
+        model = load_generator(wgan_ckpt)
+        plan = LogUniformEnergies(300.0, 10000.0, 200, seed=1)
+        runs = {}
+        for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+            generate_showers(model, plan, tmp_path / f"{name}.h5", seed=seed, batch_size=32, device="cpu")
+            runs[name] = read(tmp_path / f"{name}.h5")
+        np.testing.assert_array_equal(runs["a"][1], runs["b"][1])
+        np.testing.assert_array_equal(runs["a"][0], runs["b"][0])
+        assert not np.array_equal(runs["a"][1], runs["c"][1])
+        np.testing.assert_array_equal(runs["a"][0], runs["c"][0])  # energies do not depend on the noise seed
+        # the CLI gives the same file as the library call
+        assert run_cli("-c", wgan_ckpt, "-o", tmp_path / "cli.h5", "--log-uniform", 300, 10000, "--n", 200,
+                       "--seed", 1, "--batch-size", 32, "--device", "cpu") == 0  # fmt: skip
+        cli = read(tmp_path / "cli.h5")
+        np.testing.assert_array_equal(cli[0], runs["a"][0])
+        assert "time_per_shower_by_energy" not in cli[2]  # continuous energies: no per-energy timing
+
+    def test_like_reference_keeps_energies_in_order(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        from fastsim.data.hdf5 import validate_calochallenge, write_calochallenge
+
+        rng = np.random.default_rng(3)
+        ref_e = rng.permutation(np.repeat([256.0, 1024.0, 4096.0], 20))  # shuffled, as in dataset 1
+        ref_s = rng.random((60, TINY_GEOMETRY.n_voxels)).astype(np.float32)
+        write_calochallenge(tmp_path / "ref.h5", ref_e, ref_s)
+        out = tmp_path / "gen.h5"
+        assert run_cli("-c", wgan_ckpt, "-o", out, "--like", tmp_path / "ref.h5", "--batch-size", 25) == 0
+        e_inc, showers, attrs = read(out)
+        np.testing.assert_array_equal(e_inc[:, 0], ref_e)
+        assert validate_calochallenge(out, TINY_GEOMETRY) == []
+        assert set(json.loads(attrs["time_per_shower_by_energy"])) == {"256", "1024", "4096"}
+        assert json.loads(attrs["energies"])["kind"] == "like"
+
+    def test_points_and_total(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        assert run_cli("-c", wgan_ckpt, "-o", tmp_path / "p.h5", "--points", "1000:7,3000:3") == 0
+        np.testing.assert_array_equal(read(tmp_path / "p.h5")[0][:, 0], [1000.0] * 7 + [3000.0] * 3)
+        assert (
+            run_cli("-c", wgan_ckpt, "-o", tmp_path / "t.h5", "--energies", "1000,3000", "--n-total", 5) == 0
+        )
+        np.testing.assert_array_equal(read(tmp_path / "t.h5")[0][:, 0], [1000.0] * 3 + [3000.0] * 2)
+
+    def test_bad_input_one_line_exit_2_no_output(
+        self, wgan_ckpt: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        corrupt = tmp_path / "corrupt.ckpt"
+        corrupt.write_bytes(wgan_ckpt.read_bytes()[:2000])  # a truncated checkpoint
+        not_calo = tmp_path / "notcalo.h5"
+        with h5py.File(not_calo, "w") as f:
+            f["something"] = np.zeros(3)
+        out = tmp_path / "out.h5"
+        good = ["-c", wgan_ckpt, "-o", out]
+        cases = {
+            "missing checkpoint": (
+                ["-c", tmp_path / "nope.ckpt", "-o", out, "--energies", "1000", "--n", 5],
+                "nope.ckpt",
+            ),
+            "corrupt checkpoint": (
+                ["-c", corrupt, "-o", out, "--energies", "1000", "--n", 5],
+                "corrupt.ckpt",
+            ),
+            "missing reference": ([*good, "--like", tmp_path / "nope.h5"], "nope.h5"),
+            "invalid reference": ([*good, "--like", not_calo], "notcalo.h5"),
+            "zero energy": ([*good, "--energies", "1000,0", "--n", 5], "> 0"),
+            "negative point": ([*good, "--points", "-5:10"], ""),
+            "absurd energy": ([*good, "--energies", "1e12", "--n", 5], "MeV"),
+            "n zero": ([*good, "--energies", "1000", "--n", 0], "--n"),
+            "n negative": ([*good, "--log-uniform", 100, 1000, "--n", -3], "--n"),
+            "no count": ([*good, "--energies", "1000"], "--n"),
+            "batch size zero": ([*good, "--energies", "1000", "--n", 5, "--batch-size", 0], "--batch-size"),
+            "no energies": (good, "required"),
+        }
+        for name, (args, expected) in cases.items():
+            capsys.readouterr()
+            assert run_cli(*args) == 2, name
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and expected in err, (name, err)
+            assert not out.exists(), name
+        assert sorted(os.listdir(tmp_path)) == ["corrupt.ckpt", "notcalo.h5"]
+        # an existing output is kept unless --overwrite
+        out.write_bytes(b"keep me")
+        capsys.readouterr()
+        assert run_cli(*good, "--energies", "1000", "--n", 5) == 2
+        assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+        assert run_cli(*good, "--energies", "1000", "--n", 5, "--overwrite") == 0
+        assert read(out)[1].shape == (5, TINY_GEOMETRY.n_voxels)
+
+    def test_reference_with_other_geometry_is_refused(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        from fastsim.data.hdf5 import write_calochallenge
+
+        write_calochallenge(tmp_path / "ref.h5", np.full(4, 1000.0), np.zeros((4, 368), np.float32))
+        with pytest.raises(FastsimError, match="368 voxels"):
+            from fastsim.generation.generate import energies_like
+
+            energies_like(tmp_path / "ref.h5", n_voxels=TINY_GEOMETRY.n_voxels)
+
+    def test_ctrl_c_leaves_no_file(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        """Ctrl-C (SIGINT) half-way: exit 130, nothing under the final name and no temporary."""
+        proc = start_big_run(wgan_ckpt, tmp_path)
+        try:
+            # a KeyboardInterrupt that lands inside a finaliser is swallowed by Python: press again,
+            # as a user would
+            for _ in range(12):
+                proc.send_signal(signal.SIGINT)
+                try:
+                    _, err = proc.communicate(timeout=5)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130 and "interrupted" in err, err
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.slow
+    def test_sigkill_leaves_nothing_under_the_final_name(self, wgan_ckpt: Path, tmp_path: Path) -> None:
+        proc = start_big_run(wgan_ckpt, tmp_path)
+        proc.kill()
+        proc.communicate(timeout=60)
+        # SIGKILL cannot clean up: only the hidden temporary stays, never a truncated big.h5
+        assert [p.name.startswith(".big.h5.partial-") for p in tmp_path.iterdir()] == [True]
+
+
+def start_big_run(ckpt: Path, tmp_path: Path) -> subprocess.Popen:
+    """Start ``fastsim generate`` of 5e7 showers into tmp_path/big.h5; return once rows are being written."""
+    cmd = [sys.executable, "-m", "fastsim.cli", "generate", "-c", str(ckpt), "-o", str(tmp_path / "big.h5"),
+           "--log-uniform", "300", "10000", "--n", "50000000", "--batch-size", "1000", "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".big.h5.") and p.stat().st_size > 100_000 for p in tmp_path.iterdir()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"generation did not start: {proc.communicate()}")
+        time.sleep(0.2)
+    assert not (tmp_path / "big.h5").exists()
+    return proc
+
+
+# ---------------------------------------------------------------------------------- several devices
+def test_two_cpu_processes_merge_in_order_and_match_one_device(wgan_ckpt: Path, tmp_path: Path) -> None:
+    """``--accelerator cpu --devices 2`` (Lightning predict loop, ddp_spawn): the merged file has every
+    energy in order, validates, and equals the one-device file with the same seed and batch size."""
+    from fastsim.data.hdf5 import validate_calochallenge
+
+    args = ["-c", str(wgan_ckpt), "--points", "500:70,2000:45,8000:30", "--seed", "11", "--batch-size", "16"]
+    assert run_cli(*args, "-o", tmp_path / "one.h5", "--device", "cpu") == 0
+    cmd = [sys.executable, "-m", "fastsim.cli", "generate", *args, "-o", str(tmp_path / "two.h5"),
+           "--accelerator", "cpu", "--devices", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    e1, s1, a1 = read(tmp_path / "one.h5")
+    e2, s2, a2 = read(tmp_path / "two.h5")
+    np.testing.assert_array_equal(e2[:, 0], [500.0] * 70 + [2000.0] * 45 + [8000.0] * 30)
+    np.testing.assert_array_equal(e2, e1)
+    np.testing.assert_array_equal(s2, s1)
+    assert validate_calochallenge(tmp_path / "two.h5", TINY_GEOMETRY) == []
+    assert a2["device"] == "cpu x2" and a2["strategy"] == "ddp_spawn" and a2["time_per_shower_s"] > 0
+    assert set(json.loads(a2["time_per_shower_by_energy"])) == {"500", "2000", "8000"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "two.h5"]  # shards removed

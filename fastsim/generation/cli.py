@@ -170,7 +170,12 @@ def generate_main(argv: list[str]) -> int:
 
         result = generate_showers(model, plan, args.output, device=args.device, **common)
     else:
+        import logging
+
         from fastsim.generation.generate import generate_showers_distributed
+
+        # Lightning's banner (GPU available, tips) is noise for a generation command
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
         result = generate_showers_distributed(
             model, plan, args.output, devices=args.devices, accelerator=args.accelerator or args.device,

@@ -99,6 +99,10 @@ class _BatchList(Dataset):
         return self.items[i]
 
 
+def _only(items: list[tuple[int, int, int]]) -> tuple[int, int, int]:
+    return items[0]
+
+
 class PredictSystem(L.LightningModule):
     """Wraps a generator for ``Trainer.predict``: each predict item is one batch of the run.
 
@@ -116,6 +120,13 @@ class PredictSystem(L.LightningModule):
         self.batch_size = batch_size
         self.seed = seed
 
+    def on_predict_start(self) -> None:
+        # untimed warm-up with this rank's first batch, as on one device
+        items = self.rank_items()
+        if items:
+            b, start, stop = items[0]
+            generate_batch(self.model, self.plan.slice(start, stop), self.seed, b, self.device)
+
     def predict_step(self, batch: tuple[int, int, int]) -> dict[str, Any]:
         b, start, stop = (int(v) for v in batch)
         e_inc = self.plan.slice(start, stop)
@@ -127,8 +138,11 @@ class PredictSystem(L.LightningModule):
         return split_batches(self.plan, self.batch_size, self.global_rank, self.trainer.world_size)
 
     def predict_dataloader(self) -> DataLoader:
-        # batch_size=None: every item already is a whole batch of showers
-        return DataLoader(_BatchList(self.rank_items()), batch_size=None, shuffle=False, num_workers=0)
+        # one item per step, unwrapped by _only: every item already is a whole batch of showers
+        # (a batch sampler of size 1 also lets Lightning track the batch indices without warning)
+        return DataLoader(
+            _BatchList(self.rank_items()), batch_size=1, collate_fn=_only, shuffle=False, num_workers=0
+        )
 
 
 class ShardedShowerWriter(BasePredictionWriter):

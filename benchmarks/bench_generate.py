@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Benchmark ``fastsim generate``: end-to-end throughput against a bare baseline, and time per shower.
+
+1. End to end: :func:`fastsim.generation.generate.generate_showers` (the function the CLI calls)
+   writes ``--n`` showers (default 10^6) at dataset-1 photon size (368 voxels) into gzip HDF5,
+   with an untrained default-config WGAN-GP. The baseline, measured in the same run, is the bare
+   generator forward pass (``model.generate`` on the same batches) plus a raw h5py write of the
+   same arrays into a preallocated dataset with the same compression and chunking. The printed
+   ratio ``end-to-end showers/s ÷ baseline showers/s`` has a target of >= 0.5.
+2. Time per shower at batch sizes 1, 100 and 10000 (the CaloChallenge timing protocol: wall time
+   of generating showers in batches of that size, divided by the showers), per incident energy.
+   With ``--reference REF.h5`` (a Geant4 file carrying ``time_per_shower_by_energy``) the full
+   simulation's time at the same energies is printed next to it, with the speed-up.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_generate.py                   # full size
+    OMP_NUM_THREADS=1 python benchmarks/bench_generate.py --n 20000 --timing-scale 0.1   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import h5py
+import numpy as np
+import torch
+
+from fastsim.data.hdf5 import ShowerWriter
+from fastsim.generation.energies import DiscreteEnergies, energy_key
+from fastsim.generation.generate import batch_seed, generate_batch, generate_showers, resolve_device
+from fastsim.geometry import Geometry
+
+#: Dataset-1 photon energies: 256 MeV … 4.2 TeV in powers of two (CaloChallenge).
+DATASET1_ENERGIES = [float(2**k) for k in range(8, 23)]
+#: Showers timed per (energy, batch size) at --timing-scale 1.
+TIMING_SHOWERS = {1: 300, 100: 5_000, 10_000: 30_000}
+
+
+def build_model(geometry: Geometry, seed: int = 0) -> torch.nn.Module:
+    """An untrained WGAN-GP with the default configuration for ``geometry``.
+
+    The speed of a forward pass does not depend on the weights, so no training is needed; the
+    energy condition gets dataset 1's fitted range (256 MeV to 4.2 TeV).
+    """
+    from fastsim.models.wgan_gp import WGANGP
+
+    torch.manual_seed(seed)
+    condition = {"class": "EnergyCondition", "e_min": min(DATASET1_ENERGIES), "e_max": max(DATASET1_ENERGIES)}
+    return WGANGP(geometry=geometry.to_dict(), condition=condition).eval()
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_end_to_end(model, plan, path: str, batch_size: int, device: str, seed: int) -> float:
+    """``fastsim generate`` as the CLI runs it; returns showers/s."""
+    t = time.perf_counter()
+    generate_showers(model, plan, path, seed=seed, batch_size=batch_size, device=device, overwrite=True)
+    return len(plan) / (time.perf_counter() - t)
+
+
+def run_baseline(
+    model, plan, path: str, batch_size: int, device: str, seed: int, chunks, compression, opts
+) -> float:
+    """Bare forward pass + raw h5py write (preallocated, same compression/chunks); returns showers/s."""
+    n, v = len(plan), model.geometry.n_voxels
+    t = time.perf_counter()
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset(
+            "showers",
+            shape=(n, v),
+            dtype=np.float32,
+            chunks=chunks,
+            compression=compression,
+            compression_opts=opts,
+        )
+        de = f.create_dataset(
+            "incident_energies", shape=(n, 1), dtype=np.float64, chunks=(max(chunks[0], 4096), 1),
+            compression=compression, compression_opts=opts,
+        )  # fmt: skip
+        with torch.inference_mode():
+            for b, (start, stop) in enumerate(plan.batches(batch_size)):
+                e = plan.slice(start, stop)
+                g = torch.Generator().manual_seed(batch_seed(seed, b))  # as generate_batch: CPU noise
+                x = model.generate(torch.as_tensor(e, dtype=torch.float32, device=device), generator=g)
+                ds[start:stop] = x.cpu().numpy()
+                de[start:stop, 0] = e
+    return n / (time.perf_counter() - t)
+
+
+def time_per_shower(model, energies: list[float], batch_sizes: list[int], device: str, scale: float) -> dict:
+    """``{batch_size: {energy_key: seconds per shower}}`` measured with :func:`generate_batch`."""
+    out: dict[int, dict[str, float]] = {}
+    for bs in batch_sizes:
+        n = max(bs, int(TIMING_SHOWERS.get(bs, 10 * bs) * scale))
+        out[bs] = {}
+        for e in energies:
+            plan = DiscreteEnergies.each([e], n)
+            generate_batch(model, plan.slice(0, min(bs, n)), 0, 0, device)  # warm-up (allocations, kernels)
+            t = time.perf_counter()
+            for b, (start, stop) in enumerate(plan.batches(bs)):
+                generate_batch(model, plan.slice(start, stop), 0, b, device)
+            out[bs][energy_key(e)] = (time.perf_counter() - t) / n
+    return out
+
+
+def reference_times(path: str) -> dict[str, float]:
+    """The full simulation's ``time_per_shower_by_energy`` of a reference file, keys normalised."""
+    with h5py.File(path, "r") as f:
+        if "time_per_shower_by_energy" not in f.attrs:
+            sys.exit(f"{path}: no time_per_shower_by_energy attribute")
+        raw = f.attrs["time_per_shower_by_energy"]
+        producer = f.attrs.get("producer", "?")
+    raw = raw.decode() if isinstance(raw, bytes) else raw
+    print(f"reference {path}: producer {producer}")
+    return {energy_key(float(k)): float(v) for k, v in json.loads(raw).items()}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000, help="showers for the end-to-end run (default 10^6)")
+    p.add_argument("--batch-size", type=int, default=10_000)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--reference", help="Geant4 CaloChallenge file with time_per_shower_by_energy")
+    p.add_argument(
+        "--timing-scale", type=float, default=1.0, help="scale the number of showers timed per batch size"
+    )
+    p.add_argument("--batch-sizes", default="1,100,10000")
+    p.add_argument("--skip-end-to-end", action="store_true")
+    p.add_argument("--workdir", help="where to write the HDF5 files (default: a temporary directory)")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    args = p.parse_args()
+
+    device = resolve_device(args.device)
+    geometry = Geometry.builtin("1-photons")
+    model = build_model(geometry).to(device)
+    print(f"fastsim generate benchmark: {geometry.name} ({geometry.n_voxels} voxels), {type(model).__name__} "
+          f"untrained default config, device {device}, torch threads {torch.get_num_threads()}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, load avg {os.getloadavg()[0]:.2f}")  # fmt: skip
+    results: dict = {"device": device, "n": args.n, "batch_size": args.batch_size}
+
+    if not args.skip_end_to_end:
+        plan = DiscreteEnergies.total(DATASET1_ENERGIES, args.n)
+        with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+            # the chunking ShowerWriter chooses, so that the baseline writes exactly the same layout
+            with ShowerWriter(os.path.join(tmp, "probe.h5"), geometry.n_voxels) as w:
+                chunks, compression, opts = (
+                    w._showers.chunks,
+                    w._showers.compression,
+                    w._showers.compression_opts,
+                )
+            rss0 = max_rss_mb()
+            e2e = run_end_to_end(model, plan, os.path.join(tmp, "e2e.h5"), args.batch_size, device, seed=1)
+            rss1 = max_rss_mb()
+            size_mb = os.path.getsize(os.path.join(tmp, "e2e.h5")) / 1e6
+            os.remove(os.path.join(tmp, "e2e.h5"))
+            base = run_baseline(
+                model,
+                plan,
+                os.path.join(tmp, "raw.h5"),
+                args.batch_size,
+                device,
+                1,
+                chunks,
+                compression,
+                opts,
+            )
+            print(
+                f"\nend to end, {args.n} showers, batch {args.batch_size}, {compression} {opts}, chunks {chunks}:"
+            )
+            print(f"  fastsim generate (library call)   {e2e:12.0f} showers/s   file {size_mb:.0f} MB")
+            print(f"  bare forward + raw h5py write     {base:12.0f} showers/s")
+            print(f"  ratio                             {e2e / base:12.2f}   (target >= 0.5)")
+            print(f"  peak RSS {rss0:.0f} MB before, {rss1:.0f} MB after the end-to-end run "
+                  f"(showers alone would be {args.n * geometry.n_voxels * 4 / 1e6:.0f} MB)")  # fmt: skip
+            results["end_to_end"] = {"showers_per_s": e2e, "baseline_showers_per_s": base, "ratio": e2e / base,
+                                     "max_rss_mb": rss1, "file_mb": size_mb}  # fmt: skip
+
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    g4 = reference_times(args.reference) if args.reference else {}
+    energies = [float(k) for k in g4] if g4 else [65536.0]
+    timing = time_per_shower(model, sorted(energies), batch_sizes, device, args.timing_scale)
+    results["time_per_shower"] = {str(k): v for k, v in timing.items()}
+    print("\ntime per shower (s), CaloChallenge protocol: wall time of the batches / showers")
+    head = f"  {'E (MeV)':>10}" + "".join(f"{'bs ' + str(b):>12}" for b in batch_sizes)
+    if g4:
+        head += f"{'Geant4':>12}" + "".join(f"{'speed-up bs ' + str(b):>18}" for b in batch_sizes)
+    print(head)
+    for e in sorted(energies):
+        k = energy_key(e)
+        row = f"  {k:>10}" + "".join(f"{timing[b][k]:12.3g}" for b in batch_sizes)
+        if g4:
+            row += f"{g4[k]:12.3g}" + "".join(f"{g4[k] / timing[b][k]:18.3g}" for b in batch_sizes)
+        print(row)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
