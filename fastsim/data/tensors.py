@@ -314,7 +314,11 @@ def prepare_training_tensors(
                     buckets.scatter(x, e)
                     src.n_written += len(e)
 
-                problems, _ = validate_detailed(src.path, geo, chunk_size, on_chunk=on_chunk)
+                try:
+                    problems, _ = validate_detailed(src.path, geo, chunk_size, on_chunk=on_chunk)
+                except BaseException:
+                    bar.close()
+                    raise
                 fatal = [msg for kind, msg in problems if not (skip_bad and kind in _SKIPPABLE)]
                 if fatal:
                     bar.close()
