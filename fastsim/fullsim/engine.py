@@ -200,8 +200,10 @@ class Application:
 
         class Actions(g4.G4VUserActionInitialization):
             def Build(self) -> None:  # noqa: N802 - Geant4 interface
-                self.SetUserAction(Primary())
-                self.SetUserAction(Events())
+                actions = [Primary(), Events()]
+                app._keep += actions  # Geant4 holds raw pointers to them
+                for action in actions:
+                    self.SetUserAction(action)
 
         t0 = time.perf_counter()
         ui = g4.G4UImanager.GetUIpointer()
@@ -212,15 +214,15 @@ class Application:
         self.run_manager = g4.G4RunManagerFactory.CreateRunManager(g4.G4RunManagerType.SerialOnly)
         self.run_manager.SetVerboseLevel(0)
         self.physics_list, self.physics_description = make_physics_list(g4, physics, cut_mm)
-        self.run_manager.SetUserInitialization(Detector())
-        self.run_manager.SetUserInitialization(self.physics_list)
-        self.run_manager.SetUserInitialization(Actions())
+        inits = [Detector(), self.physics_list, Actions()]
+        self._keep += inits
+        for init in inits:
+            self.run_manager.SetUserInitialization(init)
         self.run_manager.Initialize()
         # the EM parameters (and their UI commands) exist once the processes are constructed;
         # the tables are built, and would be printed, at the first BeamOn
         ui.ApplyCommand("/process/em/verbose 0")
         ui.ApplyCommand("/process/eLoss/verbose 0")
-        self._keep += [Detector, Actions]
         self.init_seconds = time.perf_counter() - t0
         self.geant4_version = g4env.geant4_version(g4)
 
