@@ -318,6 +318,23 @@ def test_non_numeric_dataset(tmp_path, rng):
     _expect(tmp_path / "a.h5", "'showers' is not numeric")
 
 
+def test_damaged_file_is_an_input_error(tmp_path, rng):
+    """A corrupt compressed chunk: validation reports it, reading raises InputFileError (not OSError)."""
+    e, s = _showers(rng, 2000)
+    p = tmp_path / "damaged.h5"
+    write_calochallenge(p, e, s, chunk_rows=100)
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:  # the middle of the file is compressed shower data
+        f.seek(size // 2)
+        f.write(b"\xff" * 4096)
+    _expect(p, "cannot read rows", "file damaged?")
+    with pytest.raises(InputFileError, match="damaged.h5: cannot read rows"):
+        read_calochallenge(p)
+    with pytest.raises(InputFileError, match="damaged.h5: cannot read rows"), open_calochallenge(p) as cf:
+        for _ in cf.iter_chunks(chunk_size=100):
+            pass
+
+
 def test_nan_and_inf_are_counted(tmp_path, rng):
     e, s = _showers(rng, 40)
     e[3] = np.nan

@@ -179,6 +179,18 @@ def _open_h5(path: str) -> h5py.File:
 # --------------------------------------------------------------------------- reading
 
 
+def _read_rows(
+    path: str, e_ds: h5py.Dataset, s_ds: h5py.Dataset, start: int, stop: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows start:stop; a damaged file (truncated, corrupt compressed chunk) raises InputFileError."""
+    try:
+        e = _as_e_inc(e_ds[start:stop])
+        s = np.asarray(s_ds[start:stop], dtype=np.float32)
+    except OSError as err:
+        raise InputFileError(path, f"cannot read rows {start}:{stop}, file damaged? ({err})") from None
+    return e, s
+
+
 class CaloFile:
     """An open CaloChallenge file; use :func:`open_calochallenge`.
 
@@ -237,9 +249,7 @@ class CaloFile:
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` as (e_inc (n,) float64 MeV, showers (n, V) float32 MeV)."""
         start, stop = self._bounds(start, stop)
-        e = _as_e_inc(self._e_inc[start:stop])
-        s = np.asarray(self._showers[start:stop], dtype=np.float32)
-        return e, s
+        return _read_rows(self.path, self._e_inc, self._showers, start, stop)
 
     def iter_chunks(
         self, chunk_size: int | None = None, start: int = 0, stop: int | None = None
@@ -680,8 +690,10 @@ def validate_detailed(
         stats = ValueStats()
         for lo in range(0, st.n_showers, chunk_size):
             hi = min(lo + chunk_size, st.n_showers)
-            e = _as_e_inc(ei[lo:hi])
-            s = np.asarray(sh[lo:hi], dtype=np.float32)
+            try:
+                e, s = _read_rows(path, ei, sh, lo, hi)
+            except InputFileError as err:
+                return [*_value_problems(stats), ("file", err.problem)], stats
             _accumulate(stats, e, s)
             if on_chunk is not None:
                 on_chunk(lo, e, s)

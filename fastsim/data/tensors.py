@@ -492,11 +492,16 @@ class TrainingTensors:
         start, stop, _ = slice(start, self._len if stop is None else stop).indices(self._len)
         stop = max(start, stop)
         f = self._file()
-        return {
-            "x": np.asarray(f["x"][start:stop], dtype=np.float32),
-            "cond": np.asarray(f["cond"][start:stop], dtype=np.float32),
-            "e_inc": np.asarray(f["e_inc"][start:stop], dtype=np.float64),
-        }
+        try:
+            return {
+                "x": np.asarray(f["x"][start:stop], dtype=np.float32),
+                "cond": np.asarray(f["cond"][start:stop], dtype=np.float32),
+                "e_inc": np.asarray(f["e_inc"][start:stop], dtype=np.float64),
+            }
+        except OSError as err:
+            raise InputFileError(
+                self.path, f"cannot read rows {start}:{stop}, file damaged? ({err})"
+            ) from None
 
     def build_transform(self) -> Any:
         """The fitted voxel transform (a torch module) stored in the file."""
