@@ -187,6 +187,21 @@ def test_missing_file_and_not_root(tmp_path, geo):
         check_root_inputs(text, RootSpec(), geo)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "corrupted"])
+def test_damaged_files_give_one_line_errors(tmp_path, geo, rng, damage):
+    b = {"e_inc": np.full(4000, 10.0), "voxels": rng.random((4000, geo.n_voxels)).astype(np.float32)}
+    path = write_tree(tmp_path / "d.root", b, chunks=4)
+    data = bytearray(open(path, "rb").read())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(InputFileError, match=r"d\.root(:events)?: (cannot read entries|not a readable ROOT file)") as info:
+        read_root_showers(path, geo, RootSpec(), step_size=1000)
+    assert "\n" not in str(info.value)
+
+
 def test_missing_tree_lists_the_trees_and_rntuple_is_refused(tmp_path, geo):
     path = write_tree(tmp_path / "a.root", good_voxels(geo), name="showers")
     with pytest.raises(InputFileError, match=r"a\.root:events: no such TTree; the file has TTrees: showers"):

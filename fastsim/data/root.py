@@ -209,6 +209,11 @@ class ChunkStats(VoxeliseStats):
 
 
 # ---------------------------------------------------------------------------------------- checks
+def _one_line(err: BaseException) -> str:
+    """``Type: message`` of an exception on one line (uproot's messages span several)."""
+    return f"{type(err).__name__}: {' '.join(str(err).split())}"
+
+
 def _open(path: str) -> Any:
     import uproot
 
@@ -219,7 +224,7 @@ def _open(path: str) -> Any:
     try:
         return uproot.open(path)
     except Exception as err:  # uproot raises ValueError/OSError/struct errors for non-ROOT bytes
-        raise InputFileError(path, f"not a readable ROOT file ({type(err).__name__}: {err})") from None
+        raise InputFileError(path, f"not a readable ROOT file ({_one_line(err)})") from None
 
 
 def _describe_interp(interp: Any) -> str:
@@ -532,7 +537,7 @@ def _read_chunks(inp: RootInput, tree: Any, branches: list[str], step: int | str
         except FastsimError:
             raise
         except Exception as err:  # corrupt baskets, truncated files
-            raise InputFileError(inp.where(), f"cannot read entries ({type(err).__name__}: {err})") from None
+            raise InputFileError(inp.where(), f"cannot read entries ({_one_line(err)})") from None
         yield arrays, int(report.tree_entry_start)
 
 
