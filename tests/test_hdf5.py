@@ -409,3 +409,32 @@ def test_auto_chunk_size_caps_memory_for_wide_geometries():
     assert auto_chunk_size(40_500, 7) == 7
     with pytest.raises(ValueError, match="chunk_size must be >= 1"):
         auto_chunk_size(368, 0)
+
+
+def test_row_info_matches_elementwise_definition(rng):
+    """The two-pass row checks agree with the plain element-wise definitions, mixed problems included."""
+    from fastsim.data.hdf5 import row_info
+
+    e, s = _showers(rng, 300)
+    s[rng.random(s.shape) < 0.01] = np.nan
+    s[rng.random(s.shape) < 0.005] = np.inf
+    s[rng.random(s.shape) < 0.005] = -np.inf
+    s[rng.random(s.shape) < 0.01] = -0.5
+    s[rng.random(s.shape) < 0.01] = -1e-4  # tolerated
+    e[rng.random(300) < 0.05] = np.nan
+    e[rng.random(300) < 0.05] = -3.0
+    e[rng.random(300) < 0.05] = 1e9
+    info = row_info(e, s)
+    fin = np.isfinite(s)
+    with np.errstate(invalid="ignore"):
+        neg = s < -1e-3
+    assert info.nonfinite_values == int((~fin).sum())
+    assert info.negative_values == int(neg.sum())
+    assert info.min_finite == float(s[fin].min())
+    np.testing.assert_array_equal(info.masks["non-finite"], ~(np.isfinite(e) & fin.all(1)))
+    np.testing.assert_array_equal(info.masks["negative voxel energies"], neg.any(1))
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_array_equal(info.masks["incident energy <= 0"], np.isfinite(e) & (e <= 0))
+        np.testing.assert_array_equal(info.masks["incident energy > 1e8 MeV"], np.isfinite(e) & (e > 1e8))
+    ok = fin.all(1)
+    np.testing.assert_allclose(info.row_sum[ok], s[ok].astype(np.float64).sum(1))

@@ -554,6 +554,60 @@ class ValueStats:
     e_max: float = float("-inf")
 
 
+@dataclass
+class RowInfo:
+    """Per-row reductions of one chunk, computed in two passes over the showers.
+
+    Attributes:
+        row_sum: (n,) float64 deposited energy in MeV; not finite exactly when the row holds a
+            NaN/inf (float32 values cannot overflow a float64 sum).
+        row_min: (n,) the smallest voxel value (NaN when the row holds a NaN).
+        masks: boolean (n,) masks, see :func:`row_problems`.
+        nonfinite_values: NaN/inf voxel values in the chunk.
+        negative_values: voxel values below -NEGATIVE_TOLERANCE_MEV in the chunk.
+        min_finite: the smallest finite voxel value (inf when none).
+    """
+
+    row_sum: np.ndarray
+    row_min: np.ndarray
+    masks: dict[str, np.ndarray]
+    nonfinite_values: int
+    negative_values: int
+    min_finite: float
+
+
+def row_info(e_inc: np.ndarray, showers: np.ndarray) -> RowInfo:
+    """Per-row checks of a chunk: ``e_inc`` (n,) MeV, ``showers`` (n, V) MeV.
+
+    Element-wise tests (isfinite, < -tol) run only on the rows whose sum or minimum flags them,
+    so a clean chunk costs one sum and one min over the showers.
+    """
+    n, v = showers.shape
+    tol = -NEGATIVE_TOLERANCE_MEV
+    with np.errstate(invalid="ignore"):  # inf - inf in a sum, NaN comparisons: flagged below
+        row_sum = showers.sum(axis=1, dtype=np.float64)
+        row_min = showers.min(axis=1) if v else np.zeros(n, dtype=np.float32)
+        row_fin = np.isfinite(row_sum)
+        neg_rows = row_min < tol  # False for rows whose min is NaN: handled below
+        nonfinite_values, min_finite = 0, float(row_min[row_fin].min()) if row_fin.any() else np.inf
+        if not row_fin.all():
+            sub = showers[~row_fin]
+            sub_fin = np.isfinite(sub)
+            nonfinite_values = int(sub.size - sub_fin.sum())
+            neg_rows[~row_fin] = (sub < tol).any(axis=1)
+            if sub_fin.any():
+                min_finite = min(min_finite, float(np.min(sub, where=sub_fin, initial=np.inf)))
+        negative_values = int((showers[neg_rows] < tol).sum()) if neg_rows.any() else 0
+        e_fin = np.isfinite(e_inc)
+        masks = {
+            "non-finite": ~(e_fin & row_fin),
+            "incident energy <= 0": e_fin & (e_inc <= 0),
+            "incident energy > 1e8 MeV": e_fin & (e_inc > MAX_INCIDENT_MEV),
+            "negative voxel energies": neg_rows,
+        }
+    return RowInfo(row_sum, row_min, masks, nonfinite_values, negative_values, min_finite)
+
+
 def row_problems(e_inc: np.ndarray, showers: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row masks of the value problems that make one shower unusable.
 
@@ -566,42 +620,27 @@ def row_problems(e_inc: np.ndarray, showers: np.ndarray) -> dict[str, np.ndarray
         incident energy), ``"incident energy <= 0"``, ``"incident energy > 1e8 MeV"`` and
         ``"negative voxel energies"`` (below -NEGATIVE_TOLERANCE_MEV).
     """
-    e_finite = np.isfinite(e_inc)
-    s_finite = np.isfinite(showers)
-    row_finite = s_finite.all(axis=1)
-    with np.errstate(invalid="ignore"):
-        neg = (showers < -NEGATIVE_TOLERANCE_MEV).any(axis=1)
-        return {
-            "non-finite": ~(e_finite & row_finite),
-            "incident energy <= 0": e_finite & (e_inc <= 0),
-            "incident energy > 1e8 MeV": e_finite & (e_inc > MAX_INCIDENT_MEV),
-            "negative voxel energies": neg,
-        }
+    return row_info(e_inc, showers).masks
 
 
-def _accumulate(st: ValueStats, e: np.ndarray, s: np.ndarray) -> None:
+def _accumulate(st: ValueStats, e: np.ndarray, info: RowInfo) -> None:
     st.n += len(e)
     e_fin = np.isfinite(e)
     st.e_nonfinite += int((~e_fin).sum())
-    st.e_nonpositive += int((e[e_fin] <= 0).sum())
-    st.e_absurd += int((e[e_fin] > MAX_INCIDENT_MEV).sum())
+    st.e_nonpositive += int(info.masks["incident energy <= 0"].sum())
+    st.e_absurd += int(info.masks["incident energy > 1e8 MeV"].sum())
     if e_fin.any():
         st.e_max = max(st.e_max, float(e[e_fin].max()))
-    s_fin = np.isfinite(s)
-    bad = ~s_fin
-    st.s_nonfinite_values += int(bad.sum())
-    row_fin = ~bad.any(axis=1)
+    row_fin = np.isfinite(info.row_sum)
+    st.s_nonfinite_values += info.nonfinite_values
     st.s_nonfinite_rows += int((~row_fin).sum())
-    with np.errstate(invalid="ignore"):
-        neg = s < -NEGATIVE_TOLERANCE_MEV
-    st.s_negative_values += int(neg.sum())
-    st.s_negative_rows += int(neg.any(axis=1).sum())
-    if s_fin.any():
-        st.s_min = min(st.s_min, float(np.min(s, where=s_fin, initial=np.inf)))
+    st.s_negative_values += info.negative_values
+    st.s_negative_rows += int(info.masks["negative voxel energies"].sum())
+    st.s_min = min(st.s_min, info.min_finite)
     ok = e_fin & (e > 0) & row_fin
     if ok.any():
-        # sum in float64: float32 sums of thousands of voxels lose the digits the ratio needs
-        ratio = s[ok].sum(axis=1, dtype=np.float64) / e[ok]
+        # sums in float64: float32 sums of thousands of voxels lose the digits the ratio needs
+        ratio = info.row_sum[ok] / e[ok]
         st.n_ratio_checked += int(ok.sum())
         st.n_ratio_high += int((ratio > UNIT_RATIO).sum())
         if len(st.ratio_samples) < 100_000:
@@ -663,7 +702,7 @@ def validate_detailed(
     path: str | os.PathLike,
     geometry: Geometry | str | None = None,
     chunk_size: int | None = None,
-    on_chunk: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    on_chunk: Callable[[int, np.ndarray, np.ndarray, RowInfo], None] | None = None,
 ) -> tuple[list[tuple[str, str]], ValueStats | None]:
     """Like :func:`validate_calochallenge` but returns ``(kind, message)`` pairs and the counts.
 
@@ -672,8 +711,9 @@ def validate_detailed(
     ``"units"`` (file-wide).
 
     Args:
-        on_chunk: called as ``on_chunk(start_row, e_inc (n,), showers (n, V))`` for every chunk
-            read, so callers (progress bars, row masks) share the one streamed pass.
+        on_chunk: called as ``on_chunk(start_row, e_inc (n,), showers (n, V), row_info)`` for
+            every chunk read, so callers (progress bars, row masks, conversion) share the one
+            streamed pass and its per-row checks (:class:`RowInfo`).
     """
     path = os.fspath(path)
     geo = Geometry.resolve(geometry) if geometry is not None else None
@@ -694,9 +734,10 @@ def validate_detailed(
                 e, s = _read_rows(path, ei, sh, lo, hi)
             except InputFileError as err:
                 return [*_value_problems(stats), ("file", err.problem)], stats
-            _accumulate(stats, e, s)
+            info = row_info(e, s)
+            _accumulate(stats, e, info)
             if on_chunk is not None:
-                on_chunk(lo, e, s)
+                on_chunk(lo, e, s, info)
     return _value_problems(stats), stats
 
 
@@ -738,10 +779,12 @@ __all__ = [
     "NEGATIVE_TOLERANCE_MEV",
     "CaloFile",
     "ShowerWriter",
+    "RowInfo",
     "ValueStats",
     "check_calochallenge",
     "open_calochallenge",
     "read_calochallenge",
+    "row_info",
     "row_problems",
     "temporary_path",
     "validate_calochallenge",

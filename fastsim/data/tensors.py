@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from fastsim.data.hdf5 import (
+    RowInfo,
     _check_target,
     _decode_attrs,
     _default_chunk_rows,
@@ -58,7 +59,6 @@ from fastsim.data.hdf5 import (
     _remove_quietly,
     auto_chunk_size,
     open_calochallenge,
-    row_problems,
     temporary_path,
     validate_detailed,
 )
@@ -124,10 +124,10 @@ class _Source:
     skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _good_rows(e: np.ndarray, s: np.ndarray, skipped: dict[str, int]) -> np.ndarray:
+def _good_rows(masks: dict[str, np.ndarray], skipped: dict[str, int]) -> np.ndarray:
     """Boolean (n,) mask of usable rows; counts each unusable row once, under its first reason."""
-    bad = np.zeros(len(e), dtype=bool)
-    for reason, m in row_problems(e, s).items():
+    bad = np.zeros(len(next(iter(masks.values()))), dtype=bool)
+    for reason, m in masks.items():
         new = m & ~bad
         if new.any():
             skipped[reason] = skipped.get(reason, 0) + int(new.sum())
@@ -292,8 +292,10 @@ def prepare_training_tensors(
             bar = _progress(total=n_read, desc="validate+scatter", unit="shower", disable=not progress)
             for src in sources:
 
-                def on_chunk(lo: int, e: np.ndarray, s: np.ndarray, src: _Source = src) -> None:
-                    keep = _good_rows(e, s, src.skipped)
+                def on_chunk(
+                    lo: int, e: np.ndarray, s: np.ndarray, info: RowInfo, src: _Source = src
+                ) -> None:
+                    keep = _good_rows(info.masks, src.skipped)
                     bar.update(len(e))
                     if not keep.any():
                         return
