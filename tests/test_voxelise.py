@@ -270,3 +270,19 @@ def test_blocks_and_threads_do_not_change_the_result(geo, rng, monkeypatch):
     np.testing.assert_array_equal(threaded, one)
     assert st1.n_hits_outside == st2.n_hits_outside == st3.n_hits_outside > 0
     assert st1.e_outside == pytest.approx(st3.e_outside, rel=1e-12)
+
+
+@pytest.mark.parametrize(("field", "value"), [("x", np.nan), ("z", np.inf), ("e", -0.5), (None, None)])
+def test_min_energy_check_rejects_invalid_hits(geo, field, value):
+    from fastsim.data.voxelise import InvalidHitsError
+
+    hits = {"x": np.array([1.0, 2.0, 3.0]), "y": np.zeros(3), "z": np.array([1.0, 11.0, 21.0]), "e": np.ones(3)}
+    if field is not None:
+        hits[field][1] = value
+    kw = dict(x=hits["x"], y=hits["y"], z=hits["z"], z_edges=Z_EDGES)
+    if field is None:
+        showers, _ = voxelise_hits(geo, np.array([3]), hits["e"], min_energy=-1e-3, **kw)
+        assert showers.sum() == 3.0
+    else:
+        with pytest.raises(InvalidHitsError):
+            voxelise_hits(geo, np.array([3]), hits["e"], min_energy=-1e-3, **kw)

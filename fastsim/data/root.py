@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fastsim.data.voxelise import EdgeLookup, VoxeliseStats, voxelise_hits
+from fastsim.data.voxelise import EdgeLookup, InvalidHitsError, VoxeliseStats, voxelise_hits
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 
@@ -662,26 +662,54 @@ def _convert_chunk(
             )
         jag[name] = flat
     assert counts is not None
-    for name, flat in jag.items():
-        if _nonfinite(flat):
-            flags.add(name, "hit value is NaN or infinite", _hits_per_entry_bad(counts, ~np.isfinite(flat)))
-    e_hit = jag[spec.hit_e]
-    neg_limit = -NEGATIVE_TOLERANCE_MEV / spec.energy_scale
-    if e_hit.size and e_hit.min() < neg_limit:
-        flags.add(spec.hit_e, "negative hit energy", _hits_per_entry_bad(counts, e_hit < neg_limit))
     impact = _per_entry(arrays, spec.impact_branches, spec.impact, n) * spec.length_scale
     direction = None
     if spec.direction_branches is not None or not spec._along_z_fixed():
         direction = _per_entry(arrays, spec.direction_branches, spec.direction, n)
         bad_dir = ~np.all(np.isfinite(direction), axis=1) | ~np.any(direction != 0, axis=1)
-        flags.add(
-            (spec.direction_branches or ("direction",))[0], "direction is zero, NaN or infinite", bad_dir
-        )
+        flags.add((spec.direction_branches or ("direction",))[0], "direction is zero, NaN or infinite", bad_dir)
     if spec.impact_branches is not None:
-        flags.add(
-            spec.impact_branches[0], "impact point is NaN or infinite", ~np.all(np.isfinite(impact), axis=1)
+        flags.add(spec.impact_branches[0], "impact point is NaN or infinite", ~np.all(np.isfinite(impact), axis=1))
+
+    length = spec.length_scale
+    min_energy = -NEGATIVE_TOLERANCE_MEV
+
+    def voxelise(jag: dict[str, np.ndarray], counts: np.ndarray, impact: np.ndarray,
+                 direction: np.ndarray | None, check: bool) -> tuple[np.ndarray, VoxeliseStats]:
+        get = jag.get
+        return voxelise_hits(
+            geometry,
+            counts,
+            _scale(jag[spec.hit_e], spec.energy_scale),
+            x=_scale(get(spec.hit_x), length) if spec.hit_x in jag else None,
+            y=_scale(get(spec.hit_y), length) if spec.hit_y in jag else None,
+            z=_scale(get(spec.hit_z), length) if spec.hit_z in jag else None,
+            layer_id=get(spec.hit_layer) if spec.hit_layer else None,
+            cell=get(spec.hit_cell) if spec.hit_cell else None,
+            z_edges=z_lookup,
+            impact=impact,
+            direction=direction,
+            threads=threads,
+            min_energy=min_energy if check else None,
         )
 
+    if not flags.any():
+        # the common case: the per-hit checks run inside the voxeliser's cache-sized blocks
+        try:
+            showers, vstats = voxelise(jag, counts, impact, direction, check=True)
+        except InvalidHitsError:
+            pass
+        else:
+            return e_inc, showers, _chunk_stats(vstats, inp, entry_start, n)
+
+    # some entry is invalid: find every one, then raise or drop them
+    for name, flat in jag.items():
+        if _nonfinite(flat):
+            flags.add(name, "hit value is NaN or infinite", _hits_per_entry_bad(counts, ~np.isfinite(flat)))
+    e_hit = jag[spec.hit_e]
+    neg_limit = min_energy / spec.energy_scale
+    if e_hit.size and e_hit.min() < neg_limit:
+        flags.add(spec.hit_e, "negative hit energy", _hits_per_entry_bad(counts, e_hit < neg_limit))
     stats_extra: dict[str, Any] = {}
     if flags.any():
         if bad == "raise":
@@ -692,24 +720,12 @@ def _convert_chunk(
         counts, e_inc, impact = counts[keep], e_inc[keep], impact[keep]
         direction = direction[keep] if direction is not None else None
         stats_extra = {"n_skipped": int((~keep).sum()), "skipped_reasons": reasons}
+    showers, vstats = voxelise(jag, counts, impact, direction, check=False)
+    return e_inc, showers, _chunk_stats(vstats, inp, entry_start, n, **stats_extra)
 
-    length = spec.length_scale
-    get = jag.get
-    showers, vstats = voxelise_hits(
-        geometry,
-        counts,
-        _scale(jag[spec.hit_e], spec.energy_scale),
-        x=_scale(get(spec.hit_x), length) if spec.hit_x in jag else None,
-        y=_scale(get(spec.hit_y), length) if spec.hit_y in jag else None,
-        z=_scale(get(spec.hit_z), length) if spec.hit_z in jag else None,
-        layer_id=get(spec.hit_layer) if spec.hit_layer else None,
-        cell=get(spec.hit_cell) if spec.hit_cell else None,
-        z_edges=z_lookup,
-        impact=impact,
-        direction=direction,
-        threads=threads,
-    )
-    stats = ChunkStats(
+
+def _chunk_stats(vstats: VoxeliseStats, inp: RootInput, entry_start: int, n: int, **extra: Any) -> ChunkStats:
+    return ChunkStats(
         n_events=vstats.n_events,
         n_hits=vstats.n_hits,
         n_hits_outside=vstats.n_hits_outside,
@@ -718,9 +734,8 @@ def _convert_chunk(
         path=inp.path,
         entry_start=entry_start,
         entry_stop=entry_start + n,
-        **stats_extra,
+        **extra,
     )
-    return e_inc, showers, stats
 
 
 def read_root_showers(
