@@ -373,6 +373,8 @@ def test_gev_incident_energies_with_mev_deposits(tmp_path, rng):
     _expect(
         p, "deposited energy exceeds 1.5 x the incident energy in 50 of 50 showers", "units look mixed up"
     )
+    assert validate_calochallenge(p, GEO, check_units=False) == []
+    check_calochallenge(p, GEO, check_units=False)
 
 
 def test_everything_in_gev_below_1_gev(tmp_path, rng):

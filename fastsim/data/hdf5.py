@@ -745,6 +745,7 @@ def validate_calochallenge(
     path: str | os.PathLike,
     geometry: Geometry | str | None = None,
     chunk_size: int | None = None,
+    check_units: bool = True,
 ) -> list[str]:
     """Every problem found in a CaloChallenge file, streaming the values in chunks.
 
@@ -755,19 +756,25 @@ def validate_calochallenge(
         path: the file.
         geometry: a Geometry, built-in name or XML path to check the voxel count against; None skips it.
         chunk_size: rows read at a time (None: :func:`auto_chunk_size`).
+        check_units: apply the GeV/MeV heuristics. They are meant for simulated input; a
+            generator early in training can deposit more than 1.5 x E_inc in MeV quite
+            legitimately, so readers of generated files may turn them off.
 
     Returns:
         Problem descriptions (without the path); empty when the file is fine.
     """
     problems, _ = validate_detailed(path, geometry, chunk_size)
-    return [msg for _, msg in problems]
+    return [msg for kind, msg in problems if check_units or kind != "units"]
 
 
 def check_calochallenge(
-    path: str | os.PathLike, geometry: Geometry | str | None = None, chunk_size: int | None = None
+    path: str | os.PathLike,
+    geometry: Geometry | str | None = None,
+    chunk_size: int | None = None,
+    check_units: bool = True,
 ) -> None:
     """Raise :class:`InputFileError` naming ``path`` and all its problems, if it has any."""
-    problems = validate_calochallenge(path, geometry, chunk_size)
+    problems = validate_calochallenge(path, geometry, chunk_size, check_units=check_units)
     if problems:
         raise InputFileError(path, "; ".join(problems))
 
