@@ -353,6 +353,13 @@ def test_cli_prep_train_and_validate(tmp_path, inputs, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == f"{paths[0]}: OK"
     assert len(lines) == 3 and all(line.startswith(f"{bad}: ") for line in lines[1:])
+    gev = tmp_path / "gev.h5"
+    e, s = _make(np.random.default_rng(3), 10)
+    write_calochallenge(gev, e / 1000, s)
+    assert fastsim_main(["validate", str(gev)]) == 2
+    assert "units look mixed up" in capsys.readouterr().out
+    assert fastsim_main(["validate", str(gev), "--no-unit-check"]) == 0
+    assert capsys.readouterr().out == f"{gev}: OK\n"
     out2 = tmp_path / "t2.h5"
     assert fastsim_main(["prep-train", paths[0], str(bad), "-o", str(out2), "--geometry", GEO.to_json()]) == 2
     err = capsys.readouterr().err

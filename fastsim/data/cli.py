@@ -43,11 +43,18 @@ def _validate(argv: list[str]) -> int:
         default=None,
         help="rows read at a time (default 10000, fewer for wide geometries)",
     )
+    parser.add_argument(
+        "--no-unit-check",
+        action="store_true",
+        help="skip the GeV/MeV heuristics (E_dep > 1.5 x E_inc), e.g. for files from a barely trained generator",
+    )
     args = parser.parse_args(argv)
     geo = Geometry.resolve(args.geometry) if args.geometry else None
     n_bad = 0
     for path in args.files:
-        problems = validate_calochallenge(path, geo, chunk_size=args.chunk_size)
+        problems = validate_calochallenge(
+            path, geo, chunk_size=args.chunk_size, check_units=not args.no_unit_check
+        )
         if problems:
             n_bad += 1
             for p in problems:
