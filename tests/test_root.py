@@ -100,6 +100,10 @@ def test_chunked_reading_over_several_files_equals_reading_at_once(tmp_path, geo
     e_all, s_all, _ = read_root_showers(paths, geo, HIT_SPEC, step_size=10_000)
     np.testing.assert_array_equal(e_chunked, e_all)
     np.testing.assert_array_equal(s_chunked, s_all)
+    # no read-ahead thread, no worker threads: the same numbers
+    e_one, s_one, _ = read_root_showers(paths, geo, HIT_SPEC, step_size=7, prefetch=0, threads=1)
+    np.testing.assert_array_equal(e_one, e_all)
+    np.testing.assert_array_equal(s_one, s_all)
     np.testing.assert_allclose(s_all, np.concatenate([p[1] for p in parts]), rtol=1e-5, atol=1e-4)
     # entry ranges tile each file
     first = [c[2] for c in chunks if c[2].path == paths[2]]

@@ -214,7 +214,7 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {' '.join(str(err).split())}"
 
 
-def _open(path: str) -> Any:
+def _open(path: str, **options: Any) -> Any:
     import uproot
 
     if not os.path.exists(path):
@@ -222,7 +222,7 @@ def _open(path: str) -> Any:
     if os.path.isdir(path):
         raise InputFileError(path, "is a directory, not a ROOT file")
     try:
-        return uproot.open(path)
+        return uproot.open(path, **options)
     except Exception as err:  # uproot raises ValueError/OSError/struct errors for non-ROOT bytes
         raise InputFileError(path, f"not a readable ROOT file ({_one_line(err)})") from None
 
@@ -497,8 +497,8 @@ def iter_root_showers(
         inputs: the result of :func:`check_root_inputs` if already called (saves reopening).
         prefetch: chunks read ahead in a background thread while the current one is voxelised
             (0: read in this thread). Memory grows by that many raw chunks.
-        threads: threads voxelising the blocks of a chunk of hits; None: up to 2 of the CPUs
-            this process may use. Results do not depend on it.
+        threads: threads decompressing baskets and voxelising the blocks of a chunk of hits;
+            None: up to 2 of the CPUs this process may use. Results do not depend on it.
 
     Yields:
         ``(e_inc, showers, stats)``: float64 (n,) incident energies in MeV, float32 (n, V) voxel
@@ -599,15 +599,25 @@ def _iter_file(
     prefetch: int,
     threads: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
+    from concurrent.futures import ThreadPoolExecutor
+
     step = auto_step_size(inp, geometry.n_voxels) if step_size is None else step_size
-    with _open(inp.path) as f:
-        tree = f[inp.tree]
-        chunks = _prefetch(_read_chunks(inp, tree, branches, step), prefetch)
-        try:
-            for arrays, entry_start in chunks:
-                yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup, threads)
-        finally:
-            chunks.close()  # stop the reader thread before the file closes
+    # baskets decompress in parallel (LZ4/zlib release the GIL): ~1.5-2x faster reading on 2 cores
+    options = {}
+    if threads > 1:
+        options["decompression_executor"] = ThreadPoolExecutor(threads, thread_name_prefix="fastsim-root-decompress")
+    try:
+        with _open(inp.path, **options) as f:
+            tree = f[inp.tree]
+            chunks = _prefetch(_read_chunks(inp, tree, branches, step), prefetch)
+            try:
+                for arrays, entry_start in chunks:
+                    yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup, threads)
+            finally:
+                chunks.close()  # stop the reader thread before the file closes
+    finally:
+        if options:
+            options["decompression_executor"].shutdown(wait=True)
 
 
 def _convert_chunk(
