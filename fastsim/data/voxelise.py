@@ -26,9 +26,15 @@ x - x0)``: the CaloChallenge convention). When ``d`` is within ~8° of the x axi
 y axis is projected instead.
 
 Binning follows :meth:`fastsim.geometry.Geometry.voxel_index` exactly: radial bins
-``r_edges[k] <= r < r_edges[k+1]``, α bins dividing ``[-π, π)`` evenly. Hits outside (no layer,
+``r_edges[k] <= r < r_edges[k+1]``, α bins dividing ``[-π, π)`` evenly (``α = π`` wraps to the
+first bin). ``r`` and ``α`` are computed in the hits' own precision (float32 hits stay float32:
+half the memory traffic), and compared exactly with the float64 edges. Hits outside (no layer,
 ``r`` below the first or beyond the last edge) are counted with their energy, never dropped
 silently: per event, voxel sum + outside energy = hit energy sum.
+
+Speed: binary search (``np.searchsorted``) costs ~15 ns per hit here, more than reading the hit
+from an LZ4-compressed TTree; :class:`EdgeLookup` replaces it by an exact uniform-grid lookup, and
+:func:`voxelise_hits` works through cache-sized blocks of events (optionally in threads).
 """
 
 from __future__ import annotations
