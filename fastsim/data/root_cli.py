@@ -182,7 +182,6 @@ def convert(
     inputs_checked = check_root_inputs(inputs, spec, geometry)
     n_total = sum(i.n_entries for i in inputs_checked)
     total = VoxeliseStats()
-    spec_json = {k: v for k, v in asdict(spec).items()}
     attrs = {
         "producer": "fastsim-prep-root",
         "geometry": geometry.to_json(),
@@ -195,7 +194,7 @@ def convert(
             }
             for i in inputs_checked
         ],
-        "root_spec": spec_json,
+        "root_spec": asdict(spec),
     }
     t0 = time.perf_counter()
     with (
