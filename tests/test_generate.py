@@ -418,3 +418,70 @@ def test_two_cpu_processes_merge_in_order_and_match_one_device(wgan_ckpt: Path, 
     assert a2["device"] == "cpu x2" and a2["strategy"] == "ddp_spawn" and a2["time_per_shower_s"] > 0
     assert set(json.loads(a2["time_per_shower_by_energy"])) == {"500", "2000", "8000"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "two.h5"]  # shards removed
+
+
+class TestMergeShards:
+    @staticmethod
+    def write_shards(
+        tmp_path: Path, sizes: list[int], rows: int = 8
+    ) -> tuple[list[Path], np.ndarray, np.ndarray]:
+        from fastsim.data.hdf5 import ShowerWriter
+
+        rng = np.random.default_rng(sum(sizes))
+        paths, es, ss = [], [], []
+        for i, n in enumerate(sizes):
+            e = rng.uniform(100.0, 1000.0, n)
+            s = (rng.random((n, TINY_GEOMETRY.n_voxels)) * e[:, None] / 40).astype(np.float32)
+            with ShowerWriter(tmp_path / f"shard{i}.h5", TINY_GEOMETRY.n_voxels, chunk_rows=rows) as w:
+                w.append(e[: n // 2], s[: n // 2])  # appended in pieces, as the ranks do
+                w.append(e[n // 2 :], s[n // 2 :])
+            paths.append(tmp_path / f"shard{i}.h5")
+            es.append(e)
+            ss.append(s)
+        return paths, np.concatenate(es), np.concatenate(ss)
+
+    @pytest.mark.parametrize(
+        ("sizes", "raw_chunks", "recompressed"),
+        [([16, 16, 5], 5, 0), ([16, 5, 16], 3, 16), ([3, 16], 1, 16), ([0, 8, 9], 3, 0)],
+    )
+    def test_merge_equals_concatenation(
+        self, tmp_path: Path, sizes: list[int], raw_chunks: int, recompressed: int
+    ) -> None:
+        from fastsim.data.hdf5 import validate_calochallenge
+        from fastsim.generation.writer import merge_shards
+
+        shards, e, s = self.write_shards(tmp_path, sizes)
+        stats = merge_shards(
+            shards, tmp_path / "out.h5", {"producer": "test"}, final_attrs=lambda: {"x": 1.5}
+        )
+        assert (stats.n_showers, stats.raw_chunks, stats.recompressed_rows) == (
+            sum(sizes),
+            raw_chunks,
+            recompressed,
+        )
+        e_out, s_out, attrs = read(tmp_path / "out.h5")
+        np.testing.assert_array_equal(e_out[:, 0], e)
+        np.testing.assert_array_equal(s_out, s)
+        assert (attrs["producer"], attrs["x"]) == ("test", 1.5)
+        assert validate_calochallenge(tmp_path / "out.h5", TINY_GEOMETRY) == []
+        with h5py.File(tmp_path / "out.h5") as f:
+            assert f["showers"].compression == "gzip" and f["showers"].chunks == (8, TINY_GEOMETRY.n_voxels)
+
+    def test_bad_shard_leaves_no_output(self, tmp_path: Path) -> None:
+        from fastsim.generation.writer import merge_shards
+
+        shards, _, _ = self.write_shards(tmp_path, [8, 8])
+        shards[1].unlink()
+        with pytest.raises(FastsimError, match="shard1.h5"):
+            merge_shards(shards, tmp_path / "out.h5")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["shard0.h5"]
+
+    def test_aligned_chunk_rows(self) -> None:
+        from fastsim.generation.writer import aligned_chunk_rows
+
+        assert aligned_chunk_rows(10_000, 368) == 625  # 1 MiB holds 712 rows of 368 float32
+        assert aligned_chunk_rows(16, 18) == 16
+        assert aligned_chunk_rows(9973, 368) == 712  # a prime batch size: no useful divisor
+        for bs in (1, 7, 100, 1000, 4096, 10_000):
+            rows = aligned_chunk_rows(bs, 368)
+            assert 1 <= rows * 368 * 4 <= 1 << 20

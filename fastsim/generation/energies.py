@@ -12,7 +12,7 @@ Plans:
   CaloChallenge dataset-1 style "discrete energies" runs that timing per energy refers to.
 - :class:`LogUniformEnergies`: ``E = E_min (E_max/E_min)^u`` with ``u`` uniform, the
   CaloChallenge dataset-2/3 spectrum. Random numbers are drawn per block of
-  :data:`LOG_UNIFORM_BLOCK` indices from ``SeedSequence([seed, block])``, so a value depends only
+  :data:`LOG_UNIFORM_BLOCK` indices from ``SeedSequence([seed, ENERGY_STREAM, block])``, so a value depends only
   on (seed, index), never on batch size or device count.
 - :class:`ArrayEnergies`: energies given explicitly (``--like REF.h5`` reads a reference file's
   ``incident_energies`` so the generated distribution matches it exactly, in order).
@@ -37,6 +37,8 @@ MAX_ENERGY_MEV = 1.0e8
 
 #: Indices per independently seeded block of log-uniform draws.
 LOG_UNIFORM_BLOCK = 1 << 16
+#: Second seed word of the log-uniform energy draws ("ene"): a stream of its own.
+ENERGY_STREAM = 0x656E65
 
 
 def check_energies(e_inc: np.ndarray | Sequence[float], what: str = "energies") -> np.ndarray:
@@ -238,7 +240,8 @@ class LogUniformEnergies(EnergyPlan):
         return self.n
 
     def _block(self, b: int) -> np.ndarray:
-        rng = np.random.default_rng(np.random.SeedSequence([int(self.seed), int(b)]))
+        # ENERGY_STREAM keeps these draws apart from the noise seeds, which derive from (seed, batch)
+        rng = np.random.default_rng(np.random.SeedSequence([int(self.seed), ENERGY_STREAM, int(b)]))
         return rng.random(LOG_UNIFORM_BLOCK)
 
     def slice(self, start: int, stop: int) -> np.ndarray:

@@ -351,7 +351,12 @@ def generate_showers_distributed(
     """
     import lightning as L
 
-    from fastsim.generation.writer import PredictSystem, ShardedShowerWriter, shard_dir_for
+    from fastsim.generation.writer import (
+        PredictSystem,
+        ShardedShowerWriter,
+        aligned_chunk_rows,
+        shard_dir_for,
+    )
 
     output = check_output_path(output, overwrite) if _is_launcher_process() else os.fspath(output)
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
@@ -373,9 +378,12 @@ def generate_showers_distributed(
         model, plan, seed=seed, batch_size=batch_size, device=device_label, checkpoint=checkpoint,
         checkpoint_sha256=checkpoint_sha256, extra={"strategy": strategy, **(extra_attrs or {})},
     )  # fmt: skip
-    writer_kwargs: dict[str, Any] = {"compression": compression, "compression_opts": compression_opts}
-    if chunk_rows is not None:
-        writer_kwargs["chunk_rows"] = chunk_rows
+    writer_kwargs: dict[str, Any] = {
+        "compression": compression,
+        "compression_opts": compression_opts,
+        # chunks that divide the batch size: shards then merge by raw chunk copy (see writer.py)
+        "chunk_rows": chunk_rows or aligned_chunk_rows(batch_size, model.geometry.n_voxels),
+    }
     callback = ShardedShowerWriter(
         output,
         shard_dir_for(output),

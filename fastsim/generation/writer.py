@@ -8,30 +8,37 @@ rank, into the final file (again atomically) and deletes them.
 Why merge instead of an HDF5 virtual dataset: a merged file is one self-contained CaloChallenge
 file that any reader (the CaloChallenge ``evaluate.py``, h5py without VDS support, a copy to
 another machine) handles; a virtual dataset keeps paths to the shards and breaks as soon as the
-file is moved without them. The price is one more read/compress pass at the end, which costs
-about as much as a single device writing the file (it is dominated by gzip).
+file is moved without them. Merging need not redo the compression: shards use chunks that divide
+the batch size (:func:`aligned_chunk_rows`), ranks start on batch boundaries, so a shard usually
+starts on a chunk boundary and its gzip-compressed chunks are copied as they are
+(:func:`merge_shards`); only a shard that starts mid-chunk (discrete energies whose counts are not
+multiples of the batch size) is recompressed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import h5py
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from fastsim.data.hdf5 import ShowerWriter, open_calochallenge
+from fastsim.data.hdf5 import ShowerWriter, open_calochallenge, temporary_path
+from fastsim.errors import InputFileError
 from fastsim.generation.energies import EnergyPlan, TimePerEnergy
 from fastsim.generation.generate import generate_batch, split_batches
 
-#: Rows read per step while merging shards.
-MERGE_CHUNK_ROWS = 10_000
+#: Rows per step when merging shards row by row.
+MERGE_BLOCK_ROWS = 10_000
 
 
 def shard_dir_for(output: str | os.PathLike) -> str:
@@ -44,6 +51,29 @@ def shard_path(shard_dir: str, rank: int, world_size: int) -> str:
     return os.path.join(shard_dir, f"rank{rank}-of-{world_size}.h5")
 
 
+@dataclass
+class MergeStats:
+    """What :func:`merge_shards` did: showers written, chunks copied raw, rows recompressed."""
+
+    n_showers: int = 0
+    raw_chunks: int = 0
+    recompressed_rows: int = 0
+
+
+def _layout(ds: h5py.Dataset) -> tuple:
+    """Everything that must agree for a stored chunk to be valid in another dataset."""
+    return (
+        ds.dtype,
+        ds.shape[1:],
+        ds.chunks,
+        ds.compression,
+        ds.compression_opts,
+        ds.shuffle,
+        ds.fletcher32,
+        ds.scaleoffset,
+    )
+
+
 def merge_shards(
     shards: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -51,39 +81,98 @@ def merge_shards(
     *,
     overwrite: bool = False,
     final_attrs: Callable[[], dict[str, Any]] | None = None,
-    chunk_rows: int = MERGE_CHUNK_ROWS,
-    **writer_kwargs: Any,
-) -> int:
+    block_rows: int = MERGE_BLOCK_ROWS,
+) -> MergeStats:
     """Concatenate CaloChallenge shards, in the order given, into one file (atomic).
 
+    The merged file takes the first shard's storage layout (chunking, compression). Where a shard
+    starts on a chunk boundary of the merged file and has the same layout, its compressed chunks
+    are copied as they are (``read_direct_chunk``/``write_direct_chunk``): no decompression and no
+    recompression, so merging costs little more than copying bytes, and the shards' compression
+    (done in parallel by the ranks) is not redone. Other shards are copied row block by row block
+    (decompressed and recompressed). Incident energies (8 bytes a row) are always copied by rows.
+
     Args:
-        shards: the shard files.
+        shards: the shard files (CaloChallenge layout, as written by :class:`ShowerWriter`).
         output: the merged file; it appears only when every shard was copied.
         attrs: attributes of the merged file.
         overwrite: replace an existing ``output``.
         final_attrs: called after the copy; its attributes are added (e.g. timing that includes the merge).
-        chunk_rows: rows copied per step (memory ~ chunk_rows × n_voxels × 4 bytes).
-        writer_kwargs: compression and chunking, passed to :class:`ShowerWriter`.
+        block_rows: rows per step of the row-by-row copy (memory ~ block_rows × n_voxels × 4 bytes).
 
     Returns:
-        the number of showers written.
+        a :class:`MergeStats`.
     """
     if not shards:
         raise ValueError("merge_shards: no shards")
-    with open_calochallenge(shards[0]) as f:
-        n_voxels = f.n_voxels
-    n = 0
-    with ShowerWriter(output, n_voxels, attrs=attrs, overwrite=overwrite, **writer_kwargs) as writer:
-        for shard in shards:
-            with open_calochallenge(shard) as f:
-                if f.n_voxels != n_voxels:
-                    raise ValueError(f"{shard}: {f.n_voxels} voxels, first shard has {n_voxels}")
-                for e_inc, showers in f.iter_chunks(chunk_rows):
-                    writer.append(e_inc, showers)
-                    n += len(e_inc)
-        if final_attrs is not None:
-            writer.set_attrs(**final_attrs())
-    return n
+    output = os.fspath(output)
+    if os.path.exists(output) and not overwrite:
+        raise InputFileError(output, "output file exists (pass --overwrite to replace it)")
+    for shard in shards:
+        open_calochallenge(shard).close()  # structure check: raises InputFileError naming the shard
+    stats = MergeStats()
+    tmp = temporary_path(output, "merging")
+    try:
+        with h5py.File(tmp, "w") as out, h5py.File(shards[0], "r") as first:
+            dsets = {}
+            for name in ("showers", "incident_energies"):
+                src = first[name]
+                dsets[name] = out.create_dataset(
+                    name, shape=(0, *src.shape[1:]), maxshape=(None, *src.shape[1:]), dtype=src.dtype,
+                    chunks=src.chunks, compression=src.compression, compression_opts=src.compression_opts,
+                    shuffle=src.shuffle, fletcher32=src.fletcher32,
+                )  # fmt: skip
+            showers, e_inc = dsets["showers"], dsets["incident_energies"]
+            rows = showers.chunks[0]
+            for key, value in (attrs or {}).items():
+                out.attrs[key] = value
+            for shard in shards:
+                with h5py.File(shard, "r") as f:
+                    src_s, src_e = f["showers"], f["incident_energies"]
+                    n, offset = int(src_s.shape[0]), stats.n_showers
+                    if n == 0:
+                        continue
+                    showers.resize(offset + n, axis=0)
+                    e_inc.resize(offset + n, axis=0)
+                    for lo in range(0, n, block_rows):
+                        hi = min(lo + block_rows, n)
+                        e_inc[offset + lo : offset + hi] = src_e[lo:hi]
+                    if offset % rows == 0 and _layout(src_s) == _layout(showers):
+                        # the shard's last chunk may be partial: it is stored padded, and rows past
+                        # the end are either outside the final extent or rewritten by the next shard
+                        for lo in range(0, n, rows):
+                            mask, chunk = src_s.id.read_direct_chunk((lo, 0))
+                            showers.id.write_direct_chunk((offset + lo, 0), chunk, mask)
+                            stats.raw_chunks += 1
+                    else:
+                        for lo in range(0, n, block_rows):
+                            hi = min(lo + block_rows, n)
+                            showers[offset + lo : offset + hi] = src_s[lo:hi]
+                        stats.recompressed_rows += n
+                    stats.n_showers += n
+            if final_attrs is not None:
+                for key, value in final_attrs().items():
+                    out.attrs[key] = value
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+    return stats
+
+
+def aligned_chunk_rows(batch_size: int, n_voxels: int, target_bytes: int = 1 << 20) -> int:
+    """Rows per HDF5 chunk for shards: a divisor of ``batch_size`` near ``target_bytes`` per chunk.
+
+    Ranks start on batch boundaries, so with chunks that divide the batch size every shard of a
+    run with equal-sized batches starts on a chunk boundary of the merged file and is merged by raw
+    chunk copy. The divisor is the largest one whose float32 chunk fits ``target_bytes`` (1 MiB,
+    HDF5's default chunk cache, as :class:`ShowerWriter` chooses); a batch size with no divisor
+    between a quarter of that and the target (a large prime) keeps the plain choice.
+    """
+    target = max(1, target_bytes // (4 * max(1, n_voxels)))
+    best = max((d for d in range(1, min(batch_size, target) + 1) if batch_size % d == 0), default=1)
+    return best if best * 4 >= min(target, batch_size) else target
 
 
 class _BatchList(Dataset):
@@ -251,8 +340,6 @@ class ShardedShowerWriter(BasePredictionWriter):
             self._bar = None
 
     def _merge(self, world_size: int) -> None:
-        import h5py
-
         shards = [shard_path(self.shard_dir, r, world_size) for r in range(world_size)]
         timer = TimePerEnergy(self.discrete_values)
         for shard in shards:
@@ -271,11 +358,6 @@ class ShardedShowerWriter(BasePredictionWriter):
         for shard in shards:
             with h5py.File(shard, "r") as f:
                 n_total += int(f["incident_energies"].shape[0])
-        merge_shards(
-            shards,
-            self.output,
-            self.attrs,
-            overwrite=self.overwrite,
-            final_attrs=final_attrs,
-            **self.writer_kwargs,
+        self.merge_stats = merge_shards(
+            shards, self.output, self.attrs, overwrite=self.overwrite, final_attrs=final_attrs
         )
