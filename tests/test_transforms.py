@@ -287,3 +287,22 @@ def test_transforms_export_to_onnx_with_dynamic_batch(tmp_path, data):
     ref = w(x[4:20], e32[4:20])
     np.testing.assert_allclose(out[0], ref[0].numpy(), rtol=1e-5, atol=1e-6 * float(ref[0].abs().max()))
     np.testing.assert_allclose(out[1], ref[1].numpy(), atol=1e-6)
+
+
+def test_loading_an_unfitted_state_dict_stays_unfitted(data):
+    s, e = data
+    for fresh in (EnergyCondition(), Standardize()):
+        target = type(fresh)()
+        target.load_state_dict(fresh.state_dict())
+        assert not target.is_fitted
+        with pytest.raises(FastsimError, match="before fit"):
+            target(s, e) if isinstance(target, Standardize) else target(e)
+
+
+def test_scalar_buffer_shape_mismatch_is_reported(data):
+    _, e = data
+    c = EnergyCondition()
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        c.load_state_dict(
+            {"e_min": torch.ones(3, dtype=torch.float64), "e_max": torch.ones(3, dtype=torch.float64)}
+        )

@@ -62,6 +62,8 @@ class _Fitted(nn.Module):
     """
 
     needs_fit: bool = True
+    #: buffers whose length depends on the data (e.g. per-voxel statistics)
+    _data_shaped_buffers: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__()
@@ -78,11 +80,12 @@ class _Fitted(nn.Module):
 
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ):  # noqa: ANN001
+    ) -> None:
         # Buffers whose shape depends on the data (per-voxel statistics) take the loaded shape,
-        # so an unfitted module built without knowing V can load a checkpoint.
-        for name, buf in list(self._buffers.items()):
-            key = prefix + name
+        # so an unfitted module built without knowing V can load a checkpoint; any other shape
+        # mismatch is left to torch to report.
+        for name in self._data_shaped_buffers:
+            buf, key = self._buffers.get(name), prefix + name
             if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
                 self._buffers[name] = torch.empty_like(state_dict[key], dtype=buf.dtype, device=buf.device)
         super()._load_from_state_dict(
@@ -93,7 +96,7 @@ class _Fitted(nn.Module):
             self._after_load()
 
     def _after_load(self) -> None:
-        """Hook for subclasses that keep derived Python state."""
+        """Hook run after a state_dict load: subclasses reset ``_fitted`` if the values are unfitted."""
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -126,6 +129,10 @@ class EnergyCondition(_Fitted):
         if self._fitted:
             self._check_range()
         self._run_min, self._run_max = math.inf, -math.inf
+
+    def _after_load(self) -> None:
+        # a state_dict saved from an unfitted module carries NaN
+        self._fitted = bool(torch.isfinite(self.e_min)) and bool(torch.isfinite(self.e_max))
 
     def _check_range(self) -> None:
         lo, hi = float(self.e_min), float(self.e_max)
@@ -281,6 +288,7 @@ class Standardize(VoxelTransform):
     """
 
     needs_fit = True
+    _data_shaped_buffers = ("mean", "std")
 
     def __init__(self, mean: Any = None, std: Any = None, min_std: float = 1e-8) -> None:
         super().__init__()
@@ -325,6 +333,9 @@ class Standardize(VoxelTransform):
         self._m2_acc = self._m2_acc + m2_b + delta**2 * (n_a * n_b / n)
         self._count = n
         return self
+
+    def _after_load(self) -> None:
+        self._fitted = self.mean.numel() > 0  # an unfitted module's state_dict has empty buffers
 
     def finish_fit(self) -> Standardize:
         if self._mean_acc is None:
