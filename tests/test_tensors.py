@@ -392,3 +392,11 @@ def test_data_prep_scripts_exit_2_on_bad_input(tmp_path, inputs):
     )  # fmt: skip
     assert r.returncode == 2
     assert "in1.h5: showers have 60 voxels but geometry '1-photons' has 368" in r.stdout
+
+
+def test_cli_preset_names_match_the_library():
+    """The CLI lists presets without importing torch; the list must stay in step with PRESETS."""
+    from fastsim.data.cli import _PRESETS
+    from fastsim.data.transforms import PRESETS
+
+    assert set(_PRESETS) == set(PRESETS)
