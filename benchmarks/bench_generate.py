@@ -38,7 +38,7 @@ from fastsim.geometry import Geometry
 #: Dataset-1 photon energies: 256 MeV … 4.2 TeV in powers of two (CaloChallenge).
 DATASET1_ENERGIES = [float(2**k) for k in range(8, 23)]
 #: Showers timed per (energy, batch size) at --timing-scale 1.
-TIMING_SHOWERS = {1: 300, 100: 5_000, 10_000: 30_000}
+TIMING_SHOWERS = {1: 1_000, 100: 20_000, 10_000: 100_000}
 
 
 def build_model(geometry: Geometry, seed: int = 0) -> torch.nn.Module:

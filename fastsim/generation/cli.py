@@ -39,7 +39,7 @@ def _generate_parser() -> argparse.ArgumentParser:
         description="Generate showers from a generator checkpoint into a CaloChallenge HDF5 file "
         "(gzip, written in chunks, atomic; provenance and timing attributes).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("Every problem")[0].split("Examples::")[1],
+        epilog="examples:" + __doc__.split("Every problem")[0].split("Examples::")[1],
     )
     p.add_argument("--checkpoint", "-c", required=True, help="generator checkpoint (.ckpt)")
     p.add_argument("--output", "-o", required=True, help="output CaloChallenge HDF5 file")
