@@ -121,6 +121,21 @@ def test_writer_refuses_overwrite_unless_asked(tmp_path, rng):
     assert sorted(os.listdir(tmp_path)) == ["a.h5"]
 
 
+def test_two_writers_of_one_path_never_clobber(tmp_path, rng):
+    """Without overwrite, the writer that finishes second fails instead of replacing the first's file."""
+    e, s = _showers(rng, 6)
+    p = tmp_path / "out.h5"
+    w1, w2 = ShowerWriter(p, V), ShowerWriter(p, V)
+    assert w1.tmp_path != w2.tmp_path
+    w1.append(e[:3], s[:3])
+    w2.append(e[3:], s[3:])
+    w1.close()
+    with pytest.raises(InputFileError, match="out.h5: output file appeared while writing"):
+        w2.close()
+    np.testing.assert_array_equal(read_calochallenge(p)[0], e[:3])
+    assert os.listdir(tmp_path) == ["out.h5"]
+
+
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_writer_leaves_nothing(tmp_path, rng, exc):
     e, s = _showers(rng, 10)

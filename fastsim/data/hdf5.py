@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import uuid
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -290,15 +291,42 @@ def read_calochallenge(
 
 
 def temporary_path(path: str | os.PathLike, tag: str = "partial") -> str:
-    """A hidden temporary name next to ``path`` (same directory, so the final rename is atomic)."""
+    """A hidden temporary name next to ``path`` (same directory, so the final rename is atomic).
+
+    ``.{name}.{tag}-{pid}-{random}``: the pid says which process left it behind after a hard
+    kill, the random part keeps two writers of one process apart.
+    """
     path = os.fspath(path)
     d, name = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{name}.{tag}-{os.getpid()}")
+    return os.path.join(d, f".{name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
 def _remove_quietly(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
+
+
+def publish(tmp_path: str, path: str, overwrite: bool) -> None:
+    """Move a finished temporary file onto ``path`` atomically.
+
+    With ``overwrite`` this is :func:`os.replace`. Without it, a hard link is made first, which
+    fails if ``path`` appeared meanwhile (another process, another writer), so the promise not
+    to overwrite holds even against races; on file systems without hard links it falls back to
+    a check followed by :func:`os.replace`. Raises :class:`InputFileError` if ``path`` exists.
+    """
+    if overwrite:
+        os.replace(tmp_path, path)
+        return
+    try:
+        os.link(tmp_path, path)
+    except FileExistsError:
+        raise InputFileError(path, "output file appeared while writing; not overwritten") from None
+    except OSError:  # no hard links here (some network/FUSE file systems)
+        if os.path.exists(path):
+            raise InputFileError(path, "output file appeared while writing; not overwritten") from None
+        os.replace(tmp_path, path)
+        return
+    os.remove(tmp_path)
 
 
 def _check_target(path: str, overwrite: bool) -> None:
@@ -324,7 +352,7 @@ class ShowerWriter:
     """Write a CaloChallenge file in appended blocks, atomically.
 
     Rows go to a temporary file ``.{name}.partial-{pid}`` in the target's directory; a clean
-    ``__exit__`` (or :meth:`close`) renames it onto ``path`` with :func:`os.replace`; any exception,
+    ``__exit__`` (or :meth:`close`) renames it onto ``path`` (:func:`publish`); any exception,
     ``KeyboardInterrupt`` included, deletes it (so does garbage collection of a writer that was
     never closed), leaving no half-written file behind.
 
@@ -377,6 +405,7 @@ class ShowerWriter:
         if compression not in ("gzip", "lzf", None):
             raise ValueError(f"compression must be 'gzip', 'lzf' or None, got {compression!r}")
         self.mode = mode
+        self._overwrite = bool(overwrite)
         self.tmp_path = temporary_path(self.path)
         self._closed = False
         in_place = False
@@ -477,7 +506,8 @@ class ShowerWriter:
             return
         try:
             self._f.close()
-            os.replace(self.tmp_path, self.path)
+            # mode "a" replaces the original by design; mode "w" keeps the overwrite promise
+            publish(self.tmp_path, self.path, overwrite=self._overwrite or self.mode == "a")
         except BaseException:
             self.abort()
             raise
@@ -790,6 +820,7 @@ __all__ = [
     "ValueStats",
     "check_calochallenge",
     "open_calochallenge",
+    "publish",
     "read_calochallenge",
     "row_info",
     "row_problems",

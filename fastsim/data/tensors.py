@@ -59,6 +59,7 @@ from fastsim.data.hdf5 import (
     _remove_quietly,
     auto_chunk_size,
     open_calochallenge,
+    publish,
     temporary_path,
     validate_detailed,
 )
@@ -404,7 +405,7 @@ def prepare_training_tensors(
                         skipped=skipped,
                     )
                 )
-        os.replace(tmp_out, output)
+        publish(tmp_out, output, overwrite)
     finally:
         _remove_quietly(tmp_buckets)
         _remove_quietly(tmp_out)
