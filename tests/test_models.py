@@ -58,6 +58,7 @@ def fit(model: L.LightningModule, geo: Geometry, root: str, **trainer_kw) -> L.T
         enable_progress_bar=False,
         enable_model_summary=False,
         default_root_dir=root,
+        log_every_n_steps=1,
     )
     kw.update(trainer_kw)
     trainer = L.Trainer(**kw)
@@ -226,6 +227,7 @@ def test_nan_loss_stops_training_with_message(tmp_path, geo_small: Geometry) -> 
     trainer = L.Trainer(
         max_epochs=1,
         accelerator="cpu",
+        log_every_n_steps=1,  # losses are checked on logged batches
         logger=False,
         enable_progress_bar=False,
         default_root_dir=str(tmp_path),

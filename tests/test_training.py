@@ -205,14 +205,21 @@ class _PoisonWeights(Callback):
                 next(pl_module.critic.parameters()).view(-1)[0] = float("nan")
 
 
-def test_divergence_stops_and_keeps_last_good_checkpoint(tensors_file: str, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "guard, message",
+    [
+        (DivergenceCheck(every_n_steps=1), "is NaN/inf after a training batch"),
+        (DivergenceCheck(every_n_steps=100), "is NaN/inf when saving a checkpoint"),
+        (None, "refusing to save it"),  # the system itself never writes NaN weights
+    ],
+)
+def test_divergence_stops_and_keeps_last_good_checkpoint(tensors_file: str, tmp_path, guard, message) -> None:
     dm = ShowerDataModule(tensors_file, batch_size=32, seed=0)
     model = model_for(WGANGP, dm)  # n_critic 2: 3 optimiser steps per batch
     ckpt = ModelCheckpoint(dirpath=str(tmp_path), every_n_train_steps=3, save_top_k=-1, filename="{step}")
-    t = trainer(str(tmp_path), max_epochs=1, callbacks=[_PoisonWeights(at_batch=3), DivergenceCheck(), ckpt])
-    with pytest.raises(
-        FastsimError, match=r"training diverged: parameter 'critic\.net\.0\.weight' is NaN/inf"
-    ):
+    callbacks = [_PoisonWeights(at_batch=3), *([guard] if guard else []), ckpt]
+    t = trainer(str(tmp_path), max_epochs=1, callbacks=callbacks)
+    with pytest.raises(FastsimError, match=r"training diverged: .*critic\.net\.0\.weight.* " + message):
         t.fit(model, datamodule=dm)
     saved = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "*.ckpt")))
     # batch 3 ends at step 12 with a NaN weight: its checkpoint is refused, step 9 is the last good one

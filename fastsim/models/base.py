@@ -173,19 +173,48 @@ class ShowerGeneratorModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # never write a diverged model: the checkpoint on disk must stay the last good one
+        bad = first_nonfinite(checkpoint.get("state_dict", {}))
+        if bad is not None:
+            raise FastsimError(
+                f"training diverged: {bad!r} is NaN/inf at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); refusing to save it, the last checkpoint written is the last good one"
+            )
         cls = type(self)
         checkpoint[CLASS_KEY] = f"{cls.__module__}.{cls.__qualname__}"
         checkpoint["fastsim_checkpoint_version"] = CHECKPOINT_VERSION
 
-    # ------------------------------------------------------------------ divergence
+    # ------------------------------------------------------------------ logging and divergence
+    def _log_due(self, batches_done: int) -> bool:
+        """Whether the logger records this batch (``batches_done`` before it).
+
+        ``self.log`` costs about a millisecond per call on the CPU side, as much as a whole small
+        optimiser step, so metrics are only computed and logged on the batches Lightning writes
+        (every ``log_every_n_steps``), the same rule as its logger connector.
+        """
+        if self._trainer is None:
+            return True
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (batches_done + 1) % every == 0
+
     def _check_finite(self, value: Tensor, what: str) -> None:
-        """Raise before an optimiser step on a NaN/inf loss, so no weight ever becomes NaN and the
-        last checkpoint written stays the last good one."""
+        """Raise on a NaN/inf loss. Called on logged batches only: a check is a device
+        synchronisation; a weight made NaN in between is caught by this check later, by
+        :class:`fastsim.training.callbacks.DivergenceCheck`, and never saved (on_save_checkpoint)."""
         if not bool(torch.isfinite(value)):
             raise FastsimError(
                 f"training diverged: {what} is {value.item()} at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); the last checkpoint written before this step is the last good one"
             )
+
+
+def first_nonfinite(state: dict[str, Tensor]) -> str | None:
+    """Name of the first floating tensor in ``state`` holding NaN/inf, or None (one device sync)."""
+    names = [k for k, v in state.items() if isinstance(v, Tensor) and v.is_floating_point() and v.numel()]
+    if not names:
+        return None
+    ok = torch.stack([torch.isfinite(state[k]).all() for k in names]).cpu()
+    return None if bool(ok.all()) else names[int((~ok).nonzero()[0])]
 
 
 def _conditions(

@@ -144,6 +144,8 @@ class ShowerVAE(ShowerGeneratorModule):
         kl = kl_standard_normal(mu, logvar).mean()
         beta = self.kl_weight()
         loss = -(rec - beta * kl)
+        if not self._log_due(self.global_step):
+            return loss
         self._check_finite(loss, "the VAE loss")
         self.log_dict(
             {

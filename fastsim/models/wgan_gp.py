@@ -124,10 +124,12 @@ class WGANGP(ShowerGeneratorModule):
         x, cond = batch["x"], batch["cond"]
         opt_c, opt_g = self.optimizers()
         rng = self.step_generator(self.global_step)
+        log_due = self._log_due(self.global_step // (self.hparams.n_critic + 1))
         self.toggle_optimizer(opt_c)
         for _ in range(self.hparams.n_critic):
             c = self.critic_step(x, cond, rng)
-            self._check_finite(c["critic_loss"], "the critic loss")
+            if log_due:
+                self._check_finite(c["critic_loss"], "the critic loss")
             opt_c.zero_grad(set_to_none=True)
             self.manual_backward(c["critic_loss"])
             opt_c.step()
@@ -138,15 +140,17 @@ class WGANGP(ShowerGeneratorModule):
         # the critic's weights take no gradient here: only the generator is updated
         self.toggle_optimizer(opt_g)
         g_loss = self.generator_step(cond, rng)
-        self._check_finite(g_loss, "the generator loss")
+        if log_due:
+            self._check_finite(g_loss, "the generator loss")
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
 
-        logs = {f"train/{k}": v.detach() for k, v in c.items()}
-        logs["train/gen_loss"] = g_loss.detach()
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        if log_due:
+            logs = {f"train/{k}": v.detach() for k, v in c.items()}
+            logs["train/gen_loss"] = g_loss.detach()
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
 
     # ------------------------------------------------------------------ validation
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from fastsim.errors import FastsimError
+from fastsim.models.base import first_nonfinite
 
 
 def energy_groups(
@@ -138,29 +139,23 @@ class Chi2ModelSelection(Callback):
         pl_module.log("val/chi2_ndf_sum", total, sync_dist=True)
 
 
-def _first_nonfinite(module: torch.nn.Module) -> str | None:
-    for name, p in module.state_dict().items():
-        if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-            return name
-    return None
-
-
 class DivergenceCheck(Callback):
     """Stop with a clear message when weights become NaN/inf, and never checkpoint them.
 
-    The systems already refuse to step on a non-finite loss; this guards the weights themselves
-    (e.g. an optimiser step that overflows) every ``every_n_steps`` batches and before every
-    checkpoint is written, so the last checkpoint on disk is always a good one.
+    The systems check their losses on logged batches and refuse to save non-finite weights;
+    this callback scans the weights every ``every_n_steps`` batches (one device synchronisation
+    per scan) and before every checkpoint, so a diverged run stops soon and the last checkpoint
+    on disk is a good one.
 
     Args:
         every_n_steps: check the weights after every n-th training batch.
     """
 
-    def __init__(self, every_n_steps: int = 1) -> None:
+    def __init__(self, every_n_steps: int = 10) -> None:
         self.every_n_steps = max(1, int(every_n_steps))
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
-        bad = _first_nonfinite(pl_module)
+        bad = first_nonfinite(pl_module.state_dict())
         if bad is not None:
             raise FastsimError(
                 f"training diverged: parameter {bad!r} is NaN/inf {when} (global step {trainer.global_step}, "
