@@ -400,3 +400,43 @@ def test_cli_preset_names_match_the_library():
     from fastsim.data.transforms import PRESETS
 
     assert set(_PRESETS) == set(PRESETS)
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_for_a_large_input(tmp_path):
+    """prep-train and iter_chunks on 440 MB of showers: peak memory far below the data size.
+
+    Run in a fresh process with a fixed glibc mmap threshold, so that RSS measures live buffers
+    rather than heap the allocator keeps after large frees.
+    """
+    n, v = 300_000, 368
+    src = tmp_path / "big.h5"
+    rng = np.random.default_rng(0)
+    from fastsim.data.hdf5 import ShowerWriter
+
+    with ShowerWriter(src, v, compression=None) as w:
+        for _ in range(0, n, 20_000):
+            e = np.exp(rng.uniform(np.log(256.0), np.log(4.2e6), 20_000))
+            s = rng.random((20_000, v), dtype=np.float32) * (e / v)[:, None].astype(np.float32)
+            w.append(e, s)
+    data_mb = n * v * 4 / 2**20
+    code = (
+        "import torch, numpy as np\n"
+        "from fastsim.data.hdf5 import open_calochallenge\n"
+        "from fastsim.data.tensors import prepare_training_tensors\n"
+        "def hwm():\n"
+        "    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) / 1024\n"
+        "base = hwm()\n"
+        f"with open_calochallenge({str(src)!r}) as cf:\n"
+        "    total = sum(float(s.sum()) for _, s in cf.iter_chunks())\n"
+        "read_peak = hwm() - base\n"
+        f"prepare_training_tensors([{str(src)!r}], {str(tmp_path / 't.h5')!r}, '1-photons', progress=False,"
+        " transform_config='log-standardize', bucket_bytes=16 << 20)\n"
+        "print(read_peak, hwm() - base)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    read_peak, prep_peak = map(float, r.stdout.split())
+    assert read_peak < 0.25 * data_mb, (read_peak, data_mb)
+    assert prep_peak < 0.5 * data_mb, (prep_peak, data_mb)
+    assert len(TrainingTensors(tmp_path / "t.h5")) == n
