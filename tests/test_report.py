@@ -209,6 +209,16 @@ def test_bad_values_are_reported_with_the_file(pair, tmp_path, capsys, geo_photo
     assert not (tmp_path / "r" / "metrics.json").exists()
 
 
+def test_voxels_in_gev_are_refused(pair, tmp_path, capsys, geo_photons):
+    _, ref = pair
+    gen = str(tmp_path / "gev_voxels.h5")
+    e, s = make_showers(geo_photons, 100, 6)
+    write_calochallenge(gen, e, s / 1000.0)
+    code, _, err = run(capsys, "--generated", gen, "--reference", ref, "--out", str(tmp_path / "r"), "--no-plots")
+    assert code == 2
+    one_line_error(err, gen, "median E_tot/E_inc is 0.0009", "GeV instead of MeV")
+
+
 def test_unknown_geometry_needs_the_option(tmp_path, capsys, geo_small):
     a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
     write_calochallenge(a, *make_showers(geo_small, 50, 0))

@@ -35,6 +35,7 @@ from fastsim.metrics.shapes import FEATURE_UNITS, PER_LAYER_FEATURES, shower_fea
 __all__ = [
     "SampleData",
     "Tolerances",
+    "check_deposit_scale",
     "check_inputs",
     "collect_sample",
     "compute_metrics",
@@ -52,6 +53,9 @@ KS_DISTANCE = 0.02
 
 #: rows per chunk are chosen so one float64 chunk of showers is about this many bytes
 CHUNK_BYTES = 64 << 20
+#: memory cap of one sample's low-level classifier input (float32, V + 1 columns): 20000 rows of
+#: dataset 1 fit (30 MB), dataset 3 (40500 voxels) gets ~3300 rows instead of 3.2 GB
+LOW_LEVEL_BYTES = 512 << 20
 
 
 # --------------------------------------------------------------------------------------- tolerances
@@ -278,9 +282,11 @@ class SampleData:
         n_showers: N.
         features: :func:`fastsim.metrics.shapes.shower_features` of every shower: ``e_inc``,
             ``e_tot`` (N,) float64 MeV, per-layer features (N, n_layers) float32.
-        low_level: classifier input (log10 E_inc, voxels/E_inc) of a seeded random subsample,
-            (n_sub, V + 1) float32; None when not collected.
-        sub_index: rows of that subsample, sorted, (n_sub,).
+        low_level: classifier input (log10 E_inc, voxels/E_inc) of the rows ``low_index``,
+            (n_low, V + 1) float32; None when not collected.
+        sub_index: seeded random rows for the high-level classifier input, sorted, (n_sub,).
+        low_index: the low-level rows, sorted, a subset of ``sub_index`` capped in memory by
+            :data:`LOW_LEVEL_BYTES` (all of it for dataset 1; ~3000 rows for dataset 3).
         mean_image: mean of showers / E_inc over all showers, (V,) float64 (dimensionless).
         spectrum_edges: voxel-energy bin edges, MeV, (B + 1,).
         spectrum_counts: voxel energies per bin, (B,) int64; ``spectrum_below`` counts voxels
@@ -292,6 +298,7 @@ class SampleData:
     features: dict[str, np.ndarray]
     low_level: np.ndarray | None
     sub_index: np.ndarray
+    low_index: np.ndarray
     mean_image: np.ndarray
     spectrum_edges: np.ndarray
     spectrum_counts: np.ndarray
@@ -319,8 +326,8 @@ def collect_sample(
     Args:
         path: the file.
         geometry: its geometry (voxel count already checked).
-        max_showers: size of the random subsample kept for the low-level classifier input
-            (None: every shower).
+        max_showers: size of the random subsample kept for the classifier inputs (None: every
+            shower); the low-level input is further capped by :data:`LOW_LEVEL_BYTES`.
         seed: seed of the subsample choice.
         low_level: collect the low-level classifier input at all.
         chunk_size: rows per read (default :func:`default_chunk_size`).
@@ -343,7 +350,8 @@ def collect_sample(
         "low": [], "n": 0,
     }  # fmt: skip
 
-    def on_chunk(start: int, e: np.ndarray, s: np.ndarray) -> None:
+    def on_chunk(start: int, e: np.ndarray, s: np.ndarray, *_info: Any) -> None:
+        # (newer fastsim.data.hdf5 also passes per-row check results; the features need none of them)
         # bad rows are reported after the pass; keep the features finite meanwhile
         if not (np.all(np.isfinite(e)) and np.all(e > 0) and np.all(np.isfinite(s))):
             state["bad"] = True
@@ -358,7 +366,7 @@ def collect_sample(
         state["above"] += above
         state["n"] += len(e)
         if low_level:
-            rows = state["sub"][(state["sub"] >= start) & (state["sub"] < start + len(e))] - start
+            rows = state["low_rows"][(state["low_rows"] >= start) & (state["low_rows"] < start + len(e))] - start
             if len(rows):
                 state["low"].append(np.concatenate([np.log10(e[rows])[:, None], s[rows] / e[rows, None]], axis=1)
                                     .astype(np.float32))  # fmt: skip
@@ -369,7 +377,10 @@ def collect_sample(
         n = cf.n_showers
     rng = np.random.default_rng(seed)
     k = n if max_showers is None else min(n, int(max_showers))
-    state["sub"] = np.sort(rng.choice(n, size=k, replace=False)) if k < n else np.arange(n)
+    chosen = rng.permutation(n)[:k]
+    k_low = min(k, max(1, LOW_LEVEL_BYTES // (4 * (v + 1))))
+    state["sub"] = np.sort(chosen)
+    state["low_rows"] = np.sort(chosen[:k_low])
     t0 = time.perf_counter()
     problems, _stats = validate_detailed(path, geometry, chunk_size=chunk, on_chunk=on_chunk)
     if problems:
@@ -380,10 +391,28 @@ def collect_sample(
     low = np.concatenate(state["low"]) if (low_level and state["low"]) else None
     return SampleData(
         path=path, n_showers=n, features=features, low_level=low, sub_index=state["sub"],
+        low_index=state["low_rows"],
         mean_image=state["image"] / max(state["n"], 1), spectrum_edges=edges,
         spectrum_counts=state["counts"], spectrum_below=state["below"], spectrum_above=state["above"],
         read_seconds=time.perf_counter() - t0,
     )  # fmt: skip
+
+
+def check_deposit_scale(gen: SampleData, ref: SampleData, factor: float = 100.0) -> None:
+    """Refuse a pair whose median E_tot/E_inc differ by more than ``factor``: a unit mix-up
+    (voxels in GeV or keV) that the per-file checks cannot see when deposits are only *smaller*
+    than expected. No generator worth benchmarking is off by 100x.
+
+    Raises:
+        InputFileError: naming the generated file.
+    """
+    mg = float(np.median(gen.features["e_tot"] / gen.features["e_inc"]))
+    mr = float(np.median(ref.features["e_tot"] / ref.features["e_inc"]))
+    if mr > 0 and (mg <= 0 or not (1 / factor <= mg / mr <= factor)):
+        hint = " (voxel energies in GeV instead of MeV?)" if 0 < mg < mr else ""
+        raise InputFileError(
+            gen.path, f"median E_tot/E_inc is {mg:.3g} but {mr:.3g} in the reference {ref.path}{hint}"
+        )
 
 
 # --------------------------------------------------------------------------------------- metrics
@@ -823,6 +852,7 @@ def _sample_info(sample: SampleData, attrs: dict[str, Any]) -> dict[str, Any]:
         "path": os.path.abspath(sample.path),
         "n_showers": sample.n_showers,
         "n_low_level_subsample": 0 if sample.low_level is None else int(len(sample.low_level)),
+        "n_high_level_subsample": int(len(sample.sub_index)),
         "read_seconds": sample.read_seconds,
         "attrs": {k: attrs[k] for k in keep if k in attrs},
     }
@@ -870,6 +900,7 @@ def run_benchmark(
     geo = info.geometry
     ref = collect_sample(reference, geo, max_showers, seed, classifier, chunk_size)
     gen = collect_sample(generated, geo, max_showers, seed + 1, classifier, chunk_size, ref.spectrum_edges)
+    check_deposit_scale(gen, ref)
     results: dict[str, Any] = {
         "format": "fastsim-benchmark",
         "format_version": 1,
