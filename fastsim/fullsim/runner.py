@@ -125,6 +125,7 @@ def _worker_main(
                 d_sh[n0:] = np.stack([r.voxels for r in res])
                 d_bal[n0:] = np.stack([r.balance for r in res])
                 d_t[n0:] = [r.seconds for r in res]
+                f.flush()  # a shard on disk is always readable up to the last block
                 messages.put(("progress", wid, n))
             f.attrs["worker_seconds"] = time.perf_counter() - t_start
         messages.put(("done", wid, time.perf_counter() - t_start))
