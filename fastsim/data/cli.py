@@ -134,9 +134,7 @@ def _prep_train(argv: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``argv[0]`` is the command name ("validate" or "prep-train")."""
-    if not argv:
-        raise SystemExit("fastsim.data.cli: expected 'validate' or 'prep-train'")
-    command, rest = argv[0], argv[1:]
+    command, rest = (argv[0], argv[1:]) if argv else ("", [])
     if command == "validate":
         return _validate(rest)
     if command == "prep-train":
