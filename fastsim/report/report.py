@@ -54,8 +54,8 @@ KS_DISTANCE = 0.02
 #: rows per chunk are chosen so one float64 chunk of showers is about this many bytes
 CHUNK_BYTES = 64 << 20
 #: memory cap of one sample's low-level classifier input (float32, V + 1 columns): 20000 rows of
-#: dataset 1 fit (30 MB), dataset 3 (40500 voxels) gets ~3300 rows instead of 3.2 GB
-LOW_LEVEL_BYTES = 512 << 20
+#: dataset 1 fit (30 MB), dataset 3 (40500 voxels) gets ~1650 rows instead of 3.2 GB
+LOW_LEVEL_BYTES = 256 << 20
 
 
 # --------------------------------------------------------------------------------------- tolerances
@@ -286,7 +286,7 @@ class SampleData:
             (n_low, V + 1) float32; None when not collected.
         sub_index: seeded random rows for the high-level classifier input, sorted, (n_sub,).
         low_index: the low-level rows, sorted, a subset of ``sub_index`` capped in memory by
-            :data:`LOW_LEVEL_BYTES` (all of it for dataset 1; ~3000 rows for dataset 3).
+            :data:`LOW_LEVEL_BYTES` (all of it for dataset 1; ~1650 rows for dataset 3).
         mean_image: mean of showers / E_inc over all showers, (V,) float64 (dimensionless).
         spectrum_edges: voxel-energy bin edges, MeV, (B + 1,).
         spectrum_counts: voxel energies per bin, (B,) int64; ``spectrum_below`` counts voxels
