@@ -23,8 +23,9 @@ Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed
 - voxel energies must be >= -:data:`NEGATIVE_TOLERANCE_MEV` (1e-3 MeV). Geant4 deposits are never
   negative, but files that went through float32 arithmetic (sums, subtractions, a generator's
   output) can carry rounding noise just below zero; a thousandth of an MeV is far below any
-  physical voxel threshold (CaloChallenge readers cut at 15 keV), so that much is tolerated and
-  anything more negative is an error.
+  voxel threshold used in practice (the CaloChallenge evaluation's lowest is about 15 keV), so
+  that much is tolerated and anything more negative is an error. Training preparation clips the
+  tolerated values to 0.
 - units (MeV expected for both datasets). A GeV/MeV mix-up is flagged when either
   (a) more than :data:`UNIT_FRACTION` (10 %) of the showers with a valid incident energy deposit
   more than :data:`UNIT_RATIO` (1.5) × their incident energy (a calorimeter measures at most about
@@ -32,6 +33,9 @@ Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed
   (b) every incident energy is below 1 MeV (no CaloChallenge-like sample has sub-MeV primaries; this
   catches files written entirely in GeV for primaries below 1 GeV). A file written entirely in GeV
   with primaries above 1 GeV cannot be told apart from a low-energy MeV file and is not flagged.
+  ``check_units=False`` turns these heuristics off (files from a barely trained generator).
+- a damaged file (corrupt or truncated compressed chunk) is reported as such; reading one raises
+  :class:`InputFileError`, never a bare ``OSError``.
 """
 
 from __future__ import annotations
