@@ -176,6 +176,26 @@ def test_resume_equals_uninterrupted(tensors_file: str, tmp_path, cls: type) -> 
     assert any(not torch.allclose(fresh.state_dict()[k], v) for k, v in straight.state_dict().items())
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_resume_mid_epoch_equals_uninterrupted(tensors_file: str, tmp_path, num_workers: int) -> None:
+    """Step checkpoints in the middle of epochs 0 and 1 resume to the uninterrupted result:
+    the loader's state records the batches already trained on and the noise follows global_step."""
+
+    def run(root: str, ckpt: str | None = None) -> L.LightningModule:
+        L.seed_everything(11)
+        dm = ShowerDataModule(tensors_file, batch_size=32, block_size=64, seed=2, num_workers=num_workers)
+        model = model_for(WGANGP, dm)  # 3 optimiser steps per batch, 16 batches per epoch
+        cb = [ModelCheckpoint(dirpath=root, every_n_train_steps=15, save_top_k=-1, filename="{step}")]
+        trainer(root, max_epochs=2, callbacks=cb).fit(model, datamodule=dm, ckpt_path=ckpt)
+        return model
+
+    straight = run(str(tmp_path / "a"))
+    for step in (15, 60):  # batch 5 of epoch 0, batch 4 of epoch 1
+        resumed = run(str(tmp_path / f"r{step}"), ckpt=str(tmp_path / "a" / f"step={step}.ckpt"))
+        for k, v in straight.state_dict().items():
+            torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-6, atol=1e-7, msg=f"{step}: {k}")
+
+
 # --------------------------------------------------------------------------- model selection, divergence
 
 

@@ -12,8 +12,9 @@ block reads a valid sampling scheme; on top of that each epoch
 
 Validation is one contiguous window of ``val_fraction`` of the rows, placed by ``seed``, split
 evenly between ranks, never shuffled. The same file, seed, batch size, world size and
-``num_workers`` give the same batches in the same order, so a run resumed at an epoch boundary
-sees exactly the data an uninterrupted run sees.
+``num_workers`` give the same batches in the same order, and a checkpoint records how far into
+the epoch training got, so a resumed run (at an epoch boundary or mid-epoch) sees exactly the
+data an uninterrupted run sees.
 """
 
 from __future__ import annotations
@@ -147,6 +148,7 @@ class _TrainStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.skip = 0  # batches of this epoch already trained on (mid-epoch resume)
         self.n_batches = train_batches_per_rank(split.n_train, batch_size, world_size)
 
     def __len__(self) -> int:
@@ -159,18 +161,30 @@ class _TrainStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
-        b_lo, b_hi = worker_batch_range(self.n_batches, worker, n_workers)
+        # DataLoader takes batches from its workers round-robin, starting with worker 0. A run
+        # resumed after `skip` batches must continue with the worker whose turn came next, so
+        # worker w plays the part ("role") of worker (w + skip) mod n of the uninterrupted epoch
+        # and skips that role's share of the first `skip` batches.
+        rem = self.skip % n_workers
+        role = (worker + rem) % n_workers
+        r_lo, b_hi = worker_batch_range(self.n_batches, role, n_workers)
+        b_lo = min(b_hi, r_lo + self.skip // n_workers + (1 if role < rem else 0))
         bs = self.batch_size
         rank_start = self.rank * self.n_batches * bs
         start, stop = rank_start + b_lo * bs, rank_start + b_hi * bs
         block_starts, offsets = epoch_stream(self.split.n_train, self.block_size, self.seed, self.epoch)
-        for k, lo in enumerate(range(start, stop, self.buffer_rows)):
+        # buffers are laid out from the role's first batch, resumed or not, so that a resumed
+        # epoch shuffles exactly as the uninterrupted one did
+        first = rank_start + r_lo * bs
+        for k, lo in enumerate(range(first, stop, self.buffer_rows)):
             hi = min(lo + self.buffer_rows, stop)
+            if hi <= start:
+                continue
             buf = self._read(stream_ranges(block_starts, offsets, lo, hi))
-            perm = np.random.default_rng([self.seed, self.epoch, self.rank, worker, k]).permutation(hi - lo)
+            perm = np.random.default_rng([self.seed, self.epoch, self.rank, role, k]).permutation(hi - lo)
             # buffer_rows is a multiple of the batch size (see ShowerDataModule), so batches never
             # straddle two buffers
-            for b in range(0, hi - lo, bs):
+            for b in range(max(0, start - lo), hi - lo, bs):
                 idx = perm[b : b + bs]
                 yield _to_torch({key: v[idx] for key, v in buf.items()})
 
@@ -199,19 +213,40 @@ class _ValStream(IterableDataset):
 
 
 class _EpochDataLoader(DataLoader):
-    """A DataLoader that tells its dataset the epoch when an iteration starts.
+    """A DataLoader that tells its dataset the epoch when an iteration starts, and that can
+    resume in the middle of an epoch.
 
     Lightning calls ``set_epoch`` only on samplers, and an IterableDataset has none; the dataset
     copy that workers receive is taken at ``iter()`` time, so setting it here reaches them.
+    ``state_dict``/``load_state_dict`` make the loader "stateful" for Lightning: a checkpoint
+    records the epoch and the batches already trained on in it, and the resumed epoch skips them.
+
+    Args:
+        progress_fn: returns (epoch, batches of this epoch processed so far).
     """
 
-    def __init__(self, dataset: _TrainStream, epoch_fn: Callable[[], int], **kwargs: Any) -> None:
+    def __init__(
+        self, dataset: _TrainStream, progress_fn: Callable[[], tuple[int, int]], **kwargs: Any
+    ) -> None:
         super().__init__(dataset, **kwargs)
-        self._epoch_fn = epoch_fn
+        self._progress_fn = progress_fn
+        self._resume: tuple[int, int] | None = None
 
     def __iter__(self):  # noqa: ANN204
-        self.dataset.epoch = int(self._epoch_fn())
+        epoch, _ = self._progress_fn()
+        skip = 0
+        if self._resume is not None and self._resume[0] == epoch:
+            skip = self._resume[1]
+        self._resume = None
+        self.dataset.epoch, self.dataset.skip = int(epoch), int(skip)
         return super().__iter__()
+
+    def state_dict(self) -> dict[str, int]:
+        epoch, done = self._progress_fn()
+        return {"epoch": int(epoch), "batches_done": int(done)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), int(state["batches_done"]))
 
 
 class ShowerDataModule(L.LightningDataModule):
@@ -315,9 +350,15 @@ class ShowerDataModule(L.LightningDataModule):
             )
         self._val = _ValStream(self.tensors, split, self.val_batch_size, rank, world) if split.n_val else None
 
-    def _epoch(self) -> int:
+    def _progress(self) -> tuple[int, int]:
+        """(epoch, training batches of it processed so far), from the trainer's loop progress."""
         trainer = self.trainer
-        return 0 if trainer is None else int(trainer.fit_loop.epoch_progress.current.processed)
+        if trainer is None:
+            return 0, 0
+        loop = trainer.fit_loop
+        return int(loop.epoch_progress.current.processed), int(
+            loop.epoch_loop.batch_progress.current.processed
+        )
 
     def _loader_kwargs(self) -> dict[str, Any]:
         # batch_size=None: the datasets yield whole batches (contiguous reads, no per-row collation)
@@ -326,7 +367,7 @@ class ShowerDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self._train is None:
             self.setup("fit")
-        return _EpochDataLoader(self._train, self._epoch, **self._loader_kwargs())
+        return _EpochDataLoader(self._train, self._progress, **self._loader_kwargs())
 
     def val_dataloader(self) -> DataLoader | list:
         if self._train is None:
