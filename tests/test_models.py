@@ -232,7 +232,7 @@ def test_nan_loss_stops_training_with_message(tmp_path, geo_small: Geometry) -> 
         enable_progress_bar=False,
         default_root_dir=str(tmp_path),
     )
-    with pytest.raises(FastsimError, match=r"training diverged: the critic loss is nan at global step 2"):
+    with pytest.raises(FastsimError, match=r"training diverged: the critic loss is nan \(on this or another rank\) at global step 2"):
         trainer.fit(model, DataLoader(data, batch_size=None))
     # the first batch was applied, the NaN batch never reached the weights
     assert all(
@@ -286,3 +286,34 @@ def test_load_generator_errors(tmp_path, geo_small: Geometry) -> None:
     torch.save(ckpt, tmp_path / "mismatch.ckpt")
     with pytest.raises(InputFileError, match="mismatch.ckpt: checkpoint does not match WGANGP"):
         load_generator(tmp_path / "mismatch.ckpt")
+
+
+def test_extra_conditions(geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = make(WGANGP, geo_small, n_conditions=3)
+    e = torch.tensor([E_MIN, E_MAX])
+    with pytest.raises(FastsimError, match=r"extra conditions of shape \(2, 2\)"):
+        model.generate(e)
+    extra = torch.tensor([[0.1, 0.9], [0.5, 0.2]])
+    showers = model.generate(e, generator=torch.Generator().manual_seed(1), extra_conditions=extra)
+    assert showers.shape == (2, geo_small.n_voxels)
+    noise = model.sample_noise(2, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model.export_module()(noise, e[:, None], extra), showers)
+    other = model.generate(e, generator=torch.Generator().manual_seed(1), extra_conditions=extra.flip(0))
+    assert not torch.allclose(other, showers)  # the extra conditions reach the generator
+
+
+def test_transform_and_output_activation_must_agree(geo_small: Geometry) -> None:
+    log_chain = {
+        "class": "Chain",
+        "transforms": [{"class": "DivideByIncident"}, {"class": "LogTransform", "eps": 1e-6}],
+    }
+    with pytest.raises(FastsimError, match="output_activation 'relu' cannot produce"):
+        WGANGP(geometry=geo_small.to_dict(), transform=log_chain, condition=CONDITION)
+    model = WGANGP(
+        geometry=geo_small.to_dict(), transform=log_chain, condition=CONDITION, output_activation="none"
+    )
+    showers = model.generate(torch.tensor([E_MIN]), generator=torch.Generator().manual_seed(0))
+    assert bool((showers >= 0).all())  # exp(x) − eps clamped at 0, in MeV
+    with pytest.raises(FastsimError, match="needs non-negative energy fractions"):
+        ShowerVAE(geometry=geo_small.to_dict(), transform=log_chain, condition=CONDITION)

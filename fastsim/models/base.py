@@ -200,12 +200,30 @@ class ShowerGeneratorModule(L.LightningModule):
     def _check_finite(self, value: Tensor, what: str) -> None:
         """Raise on a NaN/inf loss. Called on logged batches only: a check is a device
         synchronisation; a weight made NaN in between is caught by this check later, by
-        :class:`fastsim.training.callbacks.DivergenceCheck`, and never saved (on_save_checkpoint)."""
-        if not bool(torch.isfinite(value)):
+        :class:`fastsim.training.callbacks.DivergenceCheck`, and never saved (on_save_checkpoint).
+
+        Under DDP the decision is shared (any rank's NaN stops all ranks), so no rank is left
+        waiting in a collective for one that has stopped.
+        """
+        bad = not bool(torch.isfinite(value))
+        if self._trainer is not None and self.trainer.world_size > 1:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise FastsimError(
-                f"training diverged: {what} is {value.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); the last checkpoint written before this step is the last good one"
+                f"training diverged: {what} is {value.item()} (on this or another rank) at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); the last checkpoint written is the last good one"
             )
+
+
+def transform_classes(config: dict[str, Any]) -> list[str]:
+    """Class names of a voxel-transform config, Chains flattened: ``["DivideByIncident", ...]``."""
+    if config.get("class") == "Chain":
+        return [c for t in config.get("transforms", []) for c in transform_classes(t)]
+    return [str(config.get("class"))]
+
+
+#: voxel transforms whose model-space values are >= 0 for non-negative showers
+NON_NEGATIVE_TRANSFORMS = {"DivideByIncident"}
 
 
 def first_nonfinite(state: dict[str, Tensor]) -> str | None:

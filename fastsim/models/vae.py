@@ -18,7 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from fastsim.errors import FastsimError
-from fastsim.models.base import VALIDATION_STREAM, ShowerGeneratorModule
+from fastsim.models.base import (
+    NON_NEGATIVE_TRANSFORMS,
+    VALIDATION_STREAM,
+    ShowerGeneratorModule,
+    transform_classes,
+)
 from fastsim.models.components.vae import Decoder, Encoder, decode_median
 from fastsim.models.losses import (
     gaussian_log_prob,
@@ -81,6 +86,12 @@ class ShowerVAE(ShowerGeneratorModule):
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)
         if beta < 0 or kl_warmup_steps < 0 or n_importance_samples < 1:
             raise FastsimError("need beta >= 0, kl_warmup_steps >= 0 and n_importance_samples >= 1")
+        stages = transform_classes(self.hparams["transform"])
+        if not set(stages) <= NON_NEGATIVE_TRANSFORMS:
+            raise FastsimError(
+                f"ShowerVAE's zero-inflated log-normal likelihood needs non-negative energy fractions; "
+                f"the transform {stages} is not supported (prepare the tensors with the 'divide' transform)"
+            )
         self.hparams["encoder_hidden"] = tuple(encoder_hidden)
         self.hparams["decoder_hidden"] = tuple(decoder_hidden)
         v = self.n_voxels

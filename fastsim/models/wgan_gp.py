@@ -13,7 +13,12 @@ import torch
 from torch import Tensor
 
 from fastsim.errors import FastsimError
-from fastsim.models.base import VALIDATION_STREAM, ShowerGeneratorModule
+from fastsim.models.base import (
+    NON_NEGATIVE_TRANSFORMS,
+    VALIDATION_STREAM,
+    ShowerGeneratorModule,
+    transform_classes,
+)
 from fastsim.models.components.wgan import Critic, Generator
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
@@ -72,6 +77,16 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
         if n_critic < 1:
             raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
+        stages = transform_classes(self.hparams["transform"])
+        if (
+            output_activation.lower() in ("relu", "softplus", "sigmoid")
+            and not set(stages) <= NON_NEGATIVE_TRANSFORMS
+        ):
+            # e.g. a log or standardised target is mostly negative: a ReLU output could never reach it
+            raise FastsimError(
+                f"output_activation {output_activation!r} cannot produce the negative model-space values of "
+                f"the transform {stages}; use output_activation: none (or the 'divide' transform)"
+            )
         v = self.n_voxels
         self.hparams["critic_hidden"] = tuple(critic_hidden) if critic_hidden is not None else (v, v, v)
         self.hparams["generator_hidden"] = tuple(generator_hidden)

@@ -73,6 +73,10 @@ def run_fit(args: list[str]) -> Any:
     from fastsim.data.datamodule import ShowerDataModule
     from fastsim.models.base import ShowerGeneratorModule
 
+    # imported so that `--model WGANGP` / `--model ShowerVAE` resolve by class name
+    from fastsim.models.vae import ShowerVAE  # noqa: F401
+    from fastsim.models.wgan_gp import WGANGP  # noqa: F401
+
     with warnings.catch_warnings():
         # Lightning 2.6 warns that step checkpoints of manually optimised modules hold the weights
         # after the step: that is what fastsim wants (a resumed run continues from them)
