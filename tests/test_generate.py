@@ -477,7 +477,7 @@ class TestMergeShards:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["shard0.h5"]
 
     def test_aligned_chunk_rows(self) -> None:
-        from fastsim.generation.writer import aligned_chunk_rows
+        from fastsim.generation.generate import aligned_chunk_rows
 
         assert aligned_chunk_rows(10_000, 368) == 625  # 1 MiB holds 712 rows of 368 float32
         assert aligned_chunk_rows(16, 18) == 16

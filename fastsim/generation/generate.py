@@ -174,6 +174,22 @@ def run_attributes(
     )
 
 
+def aligned_chunk_rows(batch_size: int, n_voxels: int, target_bytes: int = 1 << 20) -> int:
+    """Rows per HDF5 chunk: a divisor of ``batch_size`` near ``target_bytes`` per chunk.
+
+    With chunks that divide the batch size, every appended batch fills whole chunks: no chunk is
+    left half-written at a batch boundary, to be decompressed and recompressed when the next batch
+    completes it. Several devices: ranks start on batch boundaries, so every shard of a run with
+    equal-sized batches starts on a chunk boundary of the merged file and is merged by raw chunk
+    copy (:func:`fastsim.generation.writer.merge_shards`). The divisor is the largest one whose float32 chunk fits ``target_bytes`` (1 MiB,
+    HDF5's default chunk cache, as :class:`ShowerWriter` chooses); a batch size with no divisor
+    between a quarter of that and the target (a large prime) keeps the plain choice.
+    """
+    target = max(1, target_bytes // (4 * max(1, n_voxels)))
+    best = max((d for d in range(1, min(batch_size, target) + 1) if batch_size % d == 0), default=1)
+    return best if best * 4 >= min(target, batch_size) else target
+
+
 # ---------------------------------------------------------------------------------- one batch
 def generate_batch(
     model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device
@@ -247,7 +263,10 @@ def generate_showers(
         progress: show a tqdm progress bar (showers/s) on stderr.
         checkpoint: the checkpoint the model came from, for provenance.
         checkpoint_sha256: its digest if already known (saves reading it twice).
-        compression, compression_opts, chunk_rows: HDF5 storage of the showers.
+        compression, compression_opts: HDF5 compression of the datasets (gzip level 4: what the
+            CaloChallenge readers expect).
+        chunk_rows: rows per HDF5 chunk; default :func:`aligned_chunk_rows` (about 1 MiB, dividing
+            the batch size).
         extra_attrs: more attributes to store.
 
     Returns:
@@ -265,9 +284,11 @@ def generate_showers(
         model, plan, seed=seed, batch_size=batch_size, device=device, checkpoint=checkpoint,
         checkpoint_sha256=checkpoint_sha256, extra=extra_attrs,
     )  # fmt: skip
-    writer_kwargs: dict[str, Any] = {"compression": compression, "compression_opts": compression_opts}
-    if chunk_rows is not None:
-        writer_kwargs["chunk_rows"] = chunk_rows
+    writer_kwargs: dict[str, Any] = {
+        "compression": compression,
+        "compression_opts": compression_opts,
+        "chunk_rows": chunk_rows or aligned_chunk_rows(batch_size, model.geometry.n_voxels),
+    }
     timer = TimePerEnergy(plan.discrete_values)
     # one batch before the clock starts: first calls pay for allocations and lazy initialisation,
     # which would otherwise be booked to the first energy of the run
@@ -351,12 +372,7 @@ def generate_showers_distributed(
     """
     import lightning as L
 
-    from fastsim.generation.writer import (
-        PredictSystem,
-        ShardedShowerWriter,
-        aligned_chunk_rows,
-        shard_dir_for,
-    )
+    from fastsim.generation.writer import PredictSystem, ShardedShowerWriter, shard_dir_for
 
     output = check_output_path(output, overwrite) if _is_launcher_process() else os.fspath(output)
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)

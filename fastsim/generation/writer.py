@@ -9,7 +9,7 @@ Why merge instead of an HDF5 virtual dataset: a merged file is one self-containe
 file that any reader (the CaloChallenge ``evaluate.py``, h5py without VDS support, a copy to
 another machine) handles; a virtual dataset keeps paths to the shards and breaks as soon as the
 file is moved without them. Merging need not redo the compression: shards use chunks that divide
-the batch size (:func:`aligned_chunk_rows`), ranks start on batch boundaries, so a shard usually
+the batch size (:func:`fastsim.generation.generate.aligned_chunk_rows`), ranks start on batch boundaries, so a shard usually
 starts on a chunk boundary and its gzip-compressed chunks are copied as they are
 (:func:`merge_shards`); only a shard that starts mid-chunk (discrete energies whose counts are not
 multiples of the batch size) is recompressed.
@@ -159,20 +159,6 @@ def merge_shards(
             os.remove(tmp)
         raise
     return stats
-
-
-def aligned_chunk_rows(batch_size: int, n_voxels: int, target_bytes: int = 1 << 20) -> int:
-    """Rows per HDF5 chunk for shards: a divisor of ``batch_size`` near ``target_bytes`` per chunk.
-
-    Ranks start on batch boundaries, so with chunks that divide the batch size every shard of a
-    run with equal-sized batches starts on a chunk boundary of the merged file and is merged by raw
-    chunk copy. The divisor is the largest one whose float32 chunk fits ``target_bytes`` (1 MiB,
-    HDF5's default chunk cache, as :class:`ShowerWriter` chooses); a batch size with no divisor
-    between a quarter of that and the target (a large prime) keeps the plain choice.
-    """
-    target = max(1, target_bytes // (4 * max(1, n_voxels)))
-    best = max((d for d in range(1, min(batch_size, target) + 1) if batch_size % d == 0), default=1)
-    return best if best * 4 >= min(target, batch_size) else target
 
 
 class _BatchList(Dataset):
