@@ -266,3 +266,4 @@ def test_clip_counts_outliers_against_the_generator(rng):
     assert sum(out["hist_generated"]) == pytest.approx(1.0)
     assert separation_power_counts([1, 0], [0, 1]) == 1.0
     assert separation_power_counts([2, 2], [1, 1]) == 0.0
+

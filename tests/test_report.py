@@ -16,7 +16,7 @@ from fastsim.cli import main as fastsim_main
 from fastsim.data.hdf5 import write_calochallenge
 from fastsim.geometry import Geometry
 from fastsim.report.callback import BenchmarkCallback
-from fastsim.report.report import Tolerances, load_tolerances
+from fastsim.report.report import Tolerances, _status, load_tolerances
 
 ENERGIES = (1024.0, 16384.0, 262144.0)
 
@@ -103,11 +103,19 @@ def test_scaled_generator_fails_the_response_check(tmp_path, geo_photons, capsys
     for r in m["response"]["per_energy"]:
         assert abs(r["response_ratio"] - 1.05) < 4 * r["response_ratio_unc"]
         assert r["pass_response"] is False
+        assert r["status_response"] == "fail"  # 5 % off with a ~0.3 % uncertainty: significant
         # the scale leaves σ/μ alone (~6 % statistical uncertainty with 300 showers per energy)
         assert abs(r["resolution_ratio"] - 1) < 4 * r["resolution_ratio_unc"]
     assert m["classifier"] == {"run": False}
     assert m["timing"] is None
     assert not list(out.glob("*.png"))
+
+
+def test_report_status_distinguishes_significant_failures():
+    assert _status(1.004, 0.001, 0.01) == "pass"
+    assert _status(1.05, 0.003, 0.01) == "fail"
+    assert _status(1.03, 0.015, 0.01) == "not significant"  # 2 σ reach the band
+    assert _status(math.nan, 0.01, 0.01) == "fail"
 
 
 def one_line_error(err: str, *needles: str) -> None:
@@ -124,6 +132,15 @@ def test_missing_file(pair, tmp_path, capsys):
     assert code == 2
     one_line_error(err, missing, "not found")
     assert not (tmp_path / "r").exists()
+
+
+def test_output_path_that_is_a_file(pair, tmp_path, capsys):
+    gen, ref = pair
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    code, _, err = run(capsys, "--generated", gen, "--reference", ref, "--out", str(f))
+    assert code == 2
+    one_line_error(err, str(f), "not a directory")
 
 
 def test_voxel_mismatch_between_files(pair, tmp_path, capsys, geo_small):

@@ -155,16 +155,18 @@ def classifier_test(
     # training-split mean and std, accumulated in float64 row blocks (no copy of the split)
     s1 = np.zeros(x.shape[1])
     s2 = np.zeros(x.shape[1])
-    for lo in range(0, n_train, 4096):
-        blk = x[i_tr[lo : lo + 4096]].astype(np.float64)
+    block = max(1, (16 << 20) // (8 * x.shape[1]))  # ~16 MiB of float64 per block
+    for lo in range(0, n_train, block):
+        blk = x[i_tr[lo : lo + block]].astype(np.float64)
         s1 += blk.sum(axis=0)
         s2 += (blk**2).sum(axis=0)
     mean = s1 / n_train
     std = np.sqrt(np.maximum(s2 / n_train - mean**2, 0.0))
     std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)  # constant columns stay 0
-    for lo in range(0, 2 * n, 4096):
-        x[lo : lo + 4096] -= mean.astype(np.float32)
-        x[lo : lo + 4096] /= std.astype(np.float32)
+    mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
+    for lo in range(0, 2 * n, block):
+        x[lo : lo + block] -= mean32
+        x[lo : lo + block] /= std32
     ytr, yva, yte = y[i_tr], y[i_va], y[i_te]
 
     t0 = time.perf_counter()
