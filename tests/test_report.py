@@ -236,6 +236,22 @@ def test_voxels_in_gev_are_refused(pair, tmp_path, capsys, geo_photons):
     one_line_error(err, gen, "median E_tot/E_inc is 0.0009", "GeV instead of MeV")
 
 
+def test_an_overshooting_generator_gets_a_report_not_a_refusal(pair, tmp_path, capsys, geo_photons):
+    # E_tot = 1.8 E_inc trips the per-file unit heuristic, but for a generated file it is a bad
+    # model, not a bad input; the same showers as a reference are refused
+    _, ref = pair
+    over = str(tmp_path / "over.h5")
+    write_calochallenge(over, *make_showers(geo_photons, 200, 7, scale=2.0))
+    out = tmp_path / "r"
+    code, stdout, _ = run(capsys, "--generated", over, "--reference", ref, "--out", str(out), "--no-plots", "--no-classifier")
+    assert code == 0 and "FAIL" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert all(r["response_ratio"] == pytest.approx(2.0, rel=0.02) for r in m["response"]["per_energy"])
+    code, _, err = run(capsys, "--generated", ref, "--reference", over, "--out", str(out), "--no-plots")
+    assert code == 2
+    one_line_error(err, over, "units")
+
+
 def test_unknown_geometry_needs_the_option(tmp_path, capsys, geo_small):
     a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
     write_calochallenge(a, *make_showers(geo_small, 50, 0))
