@@ -232,7 +232,10 @@ def test_nan_loss_stops_training_with_message(tmp_path, geo_small: Geometry) -> 
         enable_progress_bar=False,
         default_root_dir=str(tmp_path),
     )
-    with pytest.raises(FastsimError, match=r"training diverged: the critic loss is nan \(on this or another rank\) at global step 2"):
+    with pytest.raises(
+        FastsimError,
+        match=r"training diverged: the critic loss is nan \(on this or another rank\) at global step 2",
+    ):
         trainer.fit(model, DataLoader(data, batch_size=None))
     # the first batch was applied, the NaN batch never reached the weights
     assert all(
@@ -317,3 +320,32 @@ def test_transform_and_output_activation_must_agree(geo_small: Geometry) -> None
     assert bool((showers >= 0).all())  # exp(x) − eps clamped at 0, in MeV
     with pytest.raises(FastsimError, match="needs non-negative energy fractions"):
         ShowerVAE(geometry=geo_small.to_dict(), transform=log_chain, condition=CONDITION)
+
+
+def test_vae_point_decoders() -> None:
+    from fastsim.models.components.vae import decode_mean, decode_median
+
+    zero_logit = torch.tensor([[-2.0, 1.0]])
+    mu, log_sigma = torch.tensor([[-3.0, -1.0]]), torch.tensor([[-0.5, 0.2]])
+    # mean of the mixture: (1 − π)·exp(μ + σ²/2); checked against a Monte Carlo sample of it
+    g = torch.Generator().manual_seed(0)
+    n = 400_000
+    filled = torch.rand(n, 2, generator=g) > torch.sigmoid(zero_logit)
+    x = filled * torch.exp(mu + torch.exp(log_sigma) * torch.randn(n, 2, generator=g))
+    torch.testing.assert_close(
+        decode_mean(zero_logit, mu, log_sigma), x.mean(0, keepdim=True), rtol=5e-3, atol=0
+    )
+    # median: the second voxel is mostly empty (π = sigmoid(1) > ½)
+    torch.testing.assert_close(decode_median(zero_logit, mu), torch.tensor([[float(np.exp(-3.0)), 0.0]]))
+
+
+def test_vae_median_decode_option(geo_small: Geometry) -> None:
+    model = make(
+        ShowerVAE, geo_small, latent_dim=4, encoder_hidden=(8,), decoder_hidden=(8,), decode="median"
+    )
+    e = torch.tensor([E_MIN, E_MAX])
+    showers = model.generate(e, generator=torch.Generator().manual_seed(0))
+    noise = model.sample_noise(2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(model.export_module()(noise, e[:, None]), showers)
+    with pytest.raises(FastsimError, match="decode must be one of"):
+        make(ShowerVAE, geo_small, decode="mode")

@@ -4,7 +4,7 @@ A system holds the geometry (in ``hparams`` as ``Geometry.to_dict()``), the cond
 (incident energy → conditioning value) and the voxel transform (MeV ↔ model space) as
 submodules, so their fitted buffers travel in the checkpoint's ``state_dict`` and their
 ``config()`` in ``hparams``: the checkpoint alone turns noise and energies in MeV into showers in
-MeV. Subclasses implement :meth:`decode` (noise, conditions → model-space voxels).
+MeV. Subclasses provide :meth:`decoder_network` (noise, conditions → model-space voxels).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ class ShowerGeneratorModule(L.LightningModule):
         n_conditions: int,
         latent_dim: int,
     ) -> None:
-        self._rng: torch.Generator | None = None
         from fastsim.data.transforms import build_transform
+
+        self._rng: torch.Generator | None = None  # the step-seeded noise generator, made on first use
 
         if geometry is None:
             raise FastsimError(

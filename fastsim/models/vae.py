@@ -6,13 +6,15 @@ zero-inflated log-normal on the model-space targets (energy fractions, see
 ``E_q[log p(x|z)] − β_t KL(q‖p)`` with ``β_t = β · min(1, step / kl_warmup_steps)``.
 Validation logs the ELBO (β = 1) and the importance-sampled log-likelihood
 ``log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q (Burda et al. 2016), both in nats per event.
-Generation decodes deterministically (:func:`fastsim.models.components.vae.decode_median`).
+Generation decodes deterministically: by default the decoder mean E[x|z,c] (see
+:func:`fastsim.models.components.vae.decode_mean` for why), so showers vary through the latent
+noise only.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,7 +26,7 @@ from fastsim.models.base import (
     ShowerGeneratorModule,
     transform_classes,
 )
-from fastsim.models.components.vae import Decoder, Encoder, decode_median
+from fastsim.models.components.vae import DECODERS, Decoder, Encoder
 from fastsim.models.losses import (
     gaussian_log_prob,
     kl_standard_normal,
@@ -33,16 +35,16 @@ from fastsim.models.losses import (
 )
 
 
-class _MedianDecoder(nn.Module):
-    """``(z, cond) -> model-space voxels``: the decoder followed by :func:`decode_median`."""
+class _PointDecoder(nn.Module):
+    """``(z, cond) -> model-space voxels``: the decoder followed by a deterministic point estimate."""
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, mode: str) -> None:
         super().__init__()
         self.decoder = decoder
+        self.point = DECODERS[mode]
 
     def forward(self, z: Tensor, cond: Tensor) -> Tensor:
-        zero_logit, mu, _ = self.decoder(z, cond)
-        return decode_median(zero_logit, mu)
+        return self.point(*self.decoder(z, cond))
 
 
 class ShowerVAE(ShowerGeneratorModule):
@@ -60,6 +62,8 @@ class ShowerVAE(ShowerGeneratorModule):
         kl_warmup_steps: steps over which the KL weight rises linearly from 0 to ``beta`` (0: none).
         n_importance_samples: K for the importance-sampled log-likelihood at validation.
         zero_threshold: model-space values ``<=`` this count as empty voxels.
+        decode: generation's point estimate of p(x|z,c): "mean" (unbiased energy) or "median"
+            (empty voxels stay empty; see :mod:`fastsim.models.components.vae`).
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
     """
 
@@ -79,6 +83,7 @@ class ShowerVAE(ShowerGeneratorModule):
         kl_warmup_steps: int = 0,
         n_importance_samples: int = 32,
         zero_threshold: float = 0.0,
+        decode: Literal["mean", "median"] = "mean",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -86,6 +91,8 @@ class ShowerVAE(ShowerGeneratorModule):
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)
         if beta < 0 or kl_warmup_steps < 0 or n_importance_samples < 1:
             raise FastsimError("need beta >= 0, kl_warmup_steps >= 0 and n_importance_samples >= 1")
+        if decode not in DECODERS:
+            raise FastsimError(f"decode must be one of {sorted(DECODERS)}, got {decode!r}")
         stages = transform_classes(self.hparams["transform"])
         if not set(stages) <= NON_NEGATIVE_TRANSFORMS:
             raise FastsimError(
@@ -100,7 +107,7 @@ class ShowerVAE(ShowerGeneratorModule):
 
     def decoder_network(self) -> nn.Module:
         # built on demand (not a registered submodule) so the decoder's weights appear once in the state_dict
-        return _MedianDecoder(self.decoder)
+        return _PointDecoder(self.decoder, self.hparams["decode"])
 
     # ------------------------------------------------------------------ likelihood
     def log_likelihood(self, x: Tensor, z: Tensor, cond: Tensor) -> Tensor:

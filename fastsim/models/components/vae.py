@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from fastsim.models.components.mlp import MLP
 
 #: bounds on the decoder's log σ of log(x): below e^-7 the density spikes and the ELBO becomes
-#: numerically meaningless; above e^3 a voxel spans 20 orders of magnitude.
-LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 3.0
+#: numerically meaningless; at e^1 one σ already spans a factor 15 in energy, and the mean
+#: exp(μ + σ²/2) used for generation stays finite (factor ≤ e^3.7 over the median).
+LOG_SIGMA_MIN, LOG_SIGMA_MAX = -7.0, 1.0
 #: bound on the encoder's log variance, for the same reason (exp overflow in early training).
 LOGVAR_MIN, LOGVAR_MAX = -16.0, 8.0
 
@@ -56,12 +57,25 @@ class Decoder(nn.Module):
         return zero_logit, mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
-def decode_median(zero_logit: Tensor, mu: Tensor) -> Tensor:
-    """A deterministic shower from decoder outputs: the most likely of empty/non-empty per voxel,
-    and the median ``exp(mu)`` of the log-normal for non-empty voxels.
+def decode_mean(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
+    """The decoder's conditional expectation ``E[x | z, c] = (1 − π) exp(μ + σ²/2)`` per voxel.
 
-    Deterministic so that ``generate`` and the exported ONNX graph are the same function of the
-    latent noise; the median (not the mean ``exp(mu + σ²/2)``) keeps a wide σ from inflating the
-    energy. Shapes (n, V) -> (n, V), >= 0.
+    Generation is a deterministic function of the latent noise (so that ``generate`` and the
+    exported ONNX graph, whose only random input is the latent noise, agree). The expectation keeps
+    the energy scale unbiased; it does not reproduce per-voxel fluctuations or exact zeros.
+    Shapes (n, V) -> (n, V), >= 0.
+    """
+    return torch.sigmoid(-zero_logit) * torch.exp(mu + 0.5 * torch.exp(2.0 * log_sigma))
+
+
+def decode_median(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor | None = None) -> Tensor:
+    """A "most likely" shower: 0 where P(empty) > ½, else the log-normal median ``exp(μ)``.
+
+    Keeps empty voxels empty, but biases the energy wherever a voxel is often but not mostly empty
+    (and by the median/mean ratio ``exp(−σ²/2)``). Shapes (n, V) -> (n, V), >= 0.
     """
     return torch.where(zero_logit > 0, torch.zeros_like(mu), torch.exp(mu))
+
+
+#: ShowerVAE's ``decode`` options
+DECODERS = {"mean": decode_mean, "median": decode_median}
