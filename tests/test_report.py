@@ -252,6 +252,23 @@ def test_an_overshooting_generator_gets_a_report_not_a_refusal(pair, tmp_path, c
     one_line_error(err, over, "units")
 
 
+def test_a_dead_generator_is_reported_with_plots(pair, tmp_path, capsys, geo_photons):
+    # all-zero showers (an untrained generator behind a ReLU): every check fails, nothing crashes
+    _, ref = pair
+    dead = str(tmp_path / "dead.h5")
+    e, s = make_showers(geo_photons, 200, 8)
+    write_calochallenge(dead, e, np.zeros_like(s))
+    out = tmp_path / "r"
+    code, stdout, _ = run(capsys, "--generated", dead, "--reference", ref, "--out", str(out), "--no-classifier")
+    assert code == 0 and "FAIL" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert all(r["response_ratio"] == 0 and r["status_response"] == "fail" for r in m["response"]["per_energy"])
+    # clipped into the first bin, which the reference also populates a little: close to 1
+    assert all(r["e_ratio"]["separation_power"] > 0.9 for r in m["response"]["per_energy"])
+    assert m["voxel_spectrum"]["separation_power"] == 1.0
+    assert (out / "mean_images.png").stat().st_size > 5000 and (out / "e_ratio.png").exists()
+
+
 def test_unknown_geometry_needs_the_option(tmp_path, capsys, geo_small):
     a, b = str(tmp_path / "a.h5"), str(tmp_path / "b.h5")
     write_calochallenge(a, *make_showers(geo_small, 50, 0))

@@ -416,7 +416,8 @@ def check_deposit_scale(gen: SampleData, ref: SampleData, factor: float = 100.0)
     """
     mg = float(np.median(gen.features["e_tot"] / gen.features["e_inc"]))
     mr = float(np.median(ref.features["e_tot"] / ref.features["e_inc"]))
-    if mr > 0 and (mg <= 0 or not (1 / factor <= mg / mr <= factor)):
+    # a generator depositing nothing (dead ReLUs) is a bad model, not a unit problem: report it
+    if mr > 0 and mg > 0 and not (1 / factor <= mg / mr <= factor):
         hint = " (voxel energies in GeV instead of MeV?)" if 0 < mg < mr else ""
         raise InputFileError(
             gen.path, f"median E_tot/E_inc is {mg:.3g} but {mr:.3g} in the reference {ref.path}{hint}"
