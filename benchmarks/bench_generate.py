@@ -151,7 +151,9 @@ def main() -> int:
             e2e_path = os.path.join(tmp, "e2e.h5")
             # a tenth of the run first: if memory is flat, the full run adds nothing to this peak
             rss0 = max_rss_mb()
-            tenth = DiscreteEnergies.total(DATASET1_ENERGIES, max(args.n // 10, len(DATASET1_ENERGIES)))
+            # (at least one full batch per energy, so the peak includes full-size batches)
+            n_tenth = max(args.n // 10, len(DATASET1_ENERGIES) * args.batch_size)
+            tenth = DiscreteEnergies.total(DATASET1_ENERGIES, n_tenth)
             run_end_to_end(model, tenth, e2e_path, args.batch_size, device, seed=1)
             rss_tenth = max_rss_mb()
             e2e = run_end_to_end(model, plan, e2e_path, args.batch_size, device, seed=1)
@@ -170,7 +172,7 @@ def main() -> int:
             print(f"  fastsim generate (library call)   {e2e:12.0f} showers/s   file {size_mb:.0f} MB")
             print(f"  bare forward + raw h5py write     {base:12.0f} showers/s")
             print(f"  ratio                             {e2e / base:12.2f}   (target >= 0.5)")
-            print(f"  peak RSS: {rss0:.0f} MB before, {rss_tenth:.0f} MB after a run of n/10, {rss1:.0f} MB after "
+            print(f"  peak RSS: {rss0:.0f} MB before, {rss_tenth:.0f} MB after a run of {n_tenth}, {rss1:.0f} MB after "
                   f"the full run (its showers alone would be {args.n * geometry.n_voxels * 4 / 1e6:.0f} MB)")  # fmt: skip
             results["end_to_end"] = {"showers_per_s": e2e, "baseline_showers_per_s": base, "ratio": e2e / base,
                                      "max_rss_mb_tenth": rss_tenth, "max_rss_mb": rss1, "file_mb": size_mb}  # fmt: skip

@@ -485,3 +485,18 @@ class TestMergeShards:
         for bs in (1, 7, 100, 1000, 4096, 10_000):
             rows = aligned_chunk_rows(bs, 368)
             assert 1 <= rows * 368 * 4 <= 1 << 20
+
+
+def test_model_with_extra_conditions_is_refused(tmp_path: Path) -> None:
+    """A generator conditioned on more than the energy cannot be driven by energies alone: clear error, no file."""
+    from fastsim.generation.export import export_onnx
+    from fastsim.generation.generate import generate_showers
+    from fastsim.models.wgan_gp import WGANGP
+
+    condition = {"class": "EnergyCondition", "e_min": 256.0, "e_max": 16384.0}
+    model = WGANGP(geometry=TINY_GEOMETRY.to_dict(), condition=condition, n_conditions=2, latent_dim=4)
+    with pytest.raises(FastsimError, match="1 extra condition"):
+        generate_showers(model, DiscreteEnergies.each([1000.0], 5), tmp_path / "g.h5", seed=0, device="cpu")
+    with pytest.raises(FastsimError, match="1 extra condition"):
+        export_onnx(tmp_path / "none.ckpt", tmp_path / "m.onnx", model=model)
+    assert list(tmp_path.iterdir()) == []

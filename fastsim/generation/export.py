@@ -166,12 +166,13 @@ def export_onnx(
     import onnx
     import torch
 
-    from fastsim.generation.generate import check_output_path
+    from fastsim.generation.generate import check_generator, check_output_path
     from fastsim.models.io import load_generator
 
     output = check_output_path(output, overwrite)
     if model is None:
         model = load_generator(checkpoint, map_location="cpu")
+    check_generator(model)
     model = model.to("cpu").eval()
     module = model.export_module().eval()
     # batch 2 as the example: torch.export specialises a dimension of size 1 to a constant

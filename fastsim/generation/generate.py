@@ -190,6 +190,20 @@ def aligned_chunk_rows(batch_size: int, n_voxels: int, target_bytes: int = 1 << 
     return best if best * 4 >= min(target, batch_size) else target
 
 
+def check_generator(model: Any) -> None:
+    """Refuse a model ``fastsim generate``/``export`` cannot drive: one with extra condition columns.
+
+    Such a model needs per-shower extra conditions besides the energy (e.g. an angle) that no
+    energy option supplies.
+    """
+    n_conditions = int(getattr(model, "n_conditions", 1))
+    if n_conditions != 1:
+        raise FastsimError(
+            f"the model takes {n_conditions - 1} extra condition(s) besides the energy; "
+            "generation and export support energy-conditioned models only"
+        )
+
+
 # ---------------------------------------------------------------------------------- one batch
 def generate_batch(
     model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device
@@ -277,6 +291,7 @@ def generate_showers(
     from fastsim.data.hdf5 import ShowerWriter
 
     output = check_output_path(output, overwrite)
+    check_generator(model)
     device = resolve_device(device)
     n_total = len(plan)
     model = model.to(device).eval()
@@ -375,6 +390,7 @@ def generate_showers_distributed(
     from fastsim.generation.writer import PredictSystem, ShardedShowerWriter, shard_dir_for
 
     output = check_output_path(output, overwrite) if _is_launcher_process() else os.fspath(output)
+    check_generator(model)
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     if accelerator == "auto":
         accelerator = "gpu" if resolve_device("auto") == "cuda" else "cpu"
