@@ -14,6 +14,7 @@ import yaml
 
 from fastsim.cli import main as fastsim_main
 from fastsim.data.hdf5 import write_calochallenge
+from fastsim.errors import InputFileError
 from fastsim.geometry import Geometry
 from fastsim.report.callback import BenchmarkCallback
 from fastsim.report.report import Tolerances, _status, load_tolerances
@@ -366,5 +367,6 @@ def test_callback_rejects_a_geometry_mismatch(geo_small, geo_photons):
     trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])  # fmt: skip
     data = torch.utils.data.TensorDataset(torch.ones(4), torch.ones(4, geo_small.n_voxels))
-    with pytest.raises(Exception, match="368 voxels but the model's geometry has 60"):
-        trainer.fit(TinyGenerator(geo_small), torch.utils.data.DataLoader(data, batch_size=2))
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+    with pytest.raises(InputFileError, match="368 voxels but the model's geometry has 60"):
+        trainer.fit(TinyGenerator(geo_small), loader, loader)
