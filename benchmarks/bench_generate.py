@@ -14,6 +14,10 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_generate.py                   # full size
     OMP_NUM_THREADS=1 python benchmarks/bench_generate.py --n 20000 --timing-scale 0.1   # quick
+    OMP_NUM_THREADS=1 python benchmarks/bench_generate.py --skip-end-to-end --devices 2  # multi-device
+
+3. With ``--devices N``: the several-devices path (Lightning predict loop, one shard per rank,
+   raw-chunk merge) against one device on the same showers, and whether the files are identical.
 """
 
 from __future__ import annotations
@@ -31,7 +35,13 @@ import numpy as np
 import torch
 
 from fastsim.generation.energies import DiscreteEnergies, energy_key
-from fastsim.generation.generate import batch_seed, generate_batch, generate_showers, resolve_device
+from fastsim.generation.generate import (
+    batch_seed,
+    generate_batch,
+    generate_showers,
+    generate_showers_distributed,
+    resolve_device,
+)
 from fastsim.geometry import Geometry
 
 #: Dataset-1 photon energies: 256 MeV … 4.2 TeV in powers of two (CaloChallenge).
@@ -94,6 +104,40 @@ def run_baseline(
     return n / (time.perf_counter() - t)
 
 
+def compare_devices(model, args: argparse.Namespace, device: str) -> dict:
+    """``generate_showers_distributed`` on ``args.devices`` devices against ``generate_showers`` on one.
+
+    Wall time of the whole call each (process start-up, shards and merge included).
+    """
+    plan = DiscreteEnergies.total(DATASET1_ENERGIES, args.devices_n)
+    accelerator = "gpu" if device.startswith("cuda") else "cpu"
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        t = time.perf_counter()
+        generate_showers(
+            model, plan, os.path.join(tmp, "one.h5"), seed=1, batch_size=args.batch_size, device=device
+        )
+        one = args.devices_n / (time.perf_counter() - t)
+        t = time.perf_counter()
+        generate_showers_distributed(model, plan, os.path.join(tmp, "many.h5"), seed=1, batch_size=args.batch_size,
+                                     devices=args.devices, accelerator=accelerator)  # fmt: skip
+        many = args.devices_n / (time.perf_counter() - t)
+        with h5py.File(os.path.join(tmp, "one.h5")) as a, h5py.File(os.path.join(tmp, "many.h5")) as b:
+            identical = bool(np.array_equal(a["showers"][:], b["showers"][:]))
+    print(
+        f"\n{args.devices} devices ({accelerator}) vs one, {args.devices_n} showers, whole call (start-up and merge included):"
+    )
+    print(f"  one device      {one:12.0f} showers/s")
+    print(
+        f"  {args.devices} devices       {many:12.0f} showers/s   speed-up {many / one:.2f}   files identical: {identical}"
+    )
+    return {
+        "one_showers_per_s": one,
+        "many_showers_per_s": many,
+        "speedup": many / one,
+        "identical": identical,
+    }
+
+
 def time_per_shower(model, energies: list[float], batch_sizes: list[int], device: str, scale: float) -> dict:
     """``{batch_size: {energy_key: seconds per shower}}`` measured with :func:`generate_batch`."""
     out: dict[int, dict[str, float]] = {}
@@ -135,6 +179,13 @@ def main() -> int:
     p.add_argument("--skip-end-to-end", action="store_true")
     p.add_argument("--workdir", help="where to write the HDF5 files (default: a temporary directory)")
     p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=0,
+        help="also compare --devices N (Lightning predict loop, shards merged) with one device",
+    )
+    p.add_argument("--devices-n", type=int, default=300_000, help="showers for the --devices comparison")
     args = p.parse_args()
 
     device = resolve_device(args.device)
@@ -176,6 +227,9 @@ def main() -> int:
                   f"the full run (its showers alone would be {args.n * geometry.n_voxels * 4 / 1e6:.0f} MB)")  # fmt: skip
             results["end_to_end"] = {"showers_per_s": e2e, "baseline_showers_per_s": base, "ratio": e2e / base,
                                      "max_rss_mb_tenth": rss_tenth, "max_rss_mb": rss1, "file_mb": size_mb}  # fmt: skip
+
+    if args.devices > 1:
+        results["devices"] = compare_devices(model, args, device)
 
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     g4 = reference_times(args.reference) if args.reference else {}
