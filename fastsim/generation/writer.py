@@ -8,11 +8,11 @@ rank, into the final file (again atomically) and deletes them.
 Why merge instead of an HDF5 virtual dataset: a merged file is one self-contained CaloChallenge
 file that any reader (the CaloChallenge ``evaluate.py``, h5py without VDS support, a copy to
 another machine) handles; a virtual dataset keeps paths to the shards and breaks as soon as the
-file is moved without them. Merging need not redo the compression: shards use chunks that divide
-the batch size (:func:`fastsim.generation.generate.aligned_chunk_rows`), ranks start on batch boundaries, so a shard usually
-starts on a chunk boundary and its gzip-compressed chunks are copied as they are
-(:func:`merge_shards`); only a shard that starts mid-chunk (discrete energies whose counts are not
-multiples of the batch size) is recompressed.
+file is moved without them. Merging need not redo the compression: shards use chunks that
+divide the batch size (:func:`fastsim.generation.generate.aligned_chunk_rows`) and ranks start on
+batch boundaries, so a shard usually starts on a chunk boundary of the merged file and its
+gzip-compressed chunks are copied as they are (:func:`merge_shards`); only a shard that starts
+mid-chunk (discrete energies whose counts are not multiples of the batch size) is recompressed.
 """
 
 from __future__ import annotations
