@@ -349,3 +349,11 @@ def test_vae_median_decode_option(geo_small: Geometry) -> None:
     torch.testing.assert_close(model.export_module()(noise, e[:, None]), showers)
     with pytest.raises(FastsimError, match="decode must be one of"):
         make(ShowerVAE, geo_small, decode="mode")
+
+
+def test_untrained_vae_starts_near_full_containment(geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = make(ShowerVAE, geo_small)
+    e = torch.full((500,), 4096.0)
+    response = model.generate(e, generator=torch.Generator().manual_seed(0)).sum(1) / e
+    assert 0.3 < float(response.mean()) < 3.0  # not ~V as with log x ~ 0 everywhere

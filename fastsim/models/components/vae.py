@@ -7,6 +7,7 @@ the voxel is empty, and the mean and log standard deviation of log(x) for a non-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -51,6 +52,12 @@ class Decoder(nn.Module):
     ) -> None:
         super().__init__()
         self.net = MLP(latent_dim + n_conditions, hidden, 3 * n_voxels, act=act, out_act="none")
+        # start from a physical shower: every voxel holds ~1/V of the incident energy, so that
+        # E_tot/E_inc starts near 1 instead of ~V (log x ~ 0) and the first steps are not spent
+        # pulling every voxel down by orders of magnitude
+        last = self.net[-2]
+        with torch.no_grad():
+            last.bias[n_voxels : 2 * n_voxels].fill_(-math.log(n_voxels))
 
     def forward(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         zero_logit, mu, log_sigma = self.net(torch.cat([z, cond], dim=1)).chunk(3, dim=1)
