@@ -64,7 +64,7 @@ def _save(fig: Any, path: str) -> None:
     d, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=90)
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")  # the HEP style's large labels
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -197,7 +197,8 @@ def plot_layer_fractions(results: dict[str, Any], path: str) -> None:
             ax.plot(x, gen, "--", color=color)
         ax.set_xticks(x, [str(i) for i in ids])
         ax.set_xlabel("layer id")
-        ax.set_ylabel("mean E_layer/E_inc (solid: reference, dashed: generated)")
+        ax.set_ylabel("mean E_layer/E_inc")
+        ax.set_title("solid: reference, dashed: generated", fontsize="small")
         ax.set_yscale("log")
         ax.legend(fontsize="xx-small", ncol=3)
         _save(fig, path)
