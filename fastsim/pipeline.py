@@ -1,0 +1,240 @@
+"""``fastsim demo``: the main job end to end on the embedded Geant4 photon reference.
+
+Steps, each with visible progress, all outputs under ``--out`` (default ``outputs/demo``):
+
+1. split the embedded Geant4 showers (``fastsim/refdata/photons_ds1_g4.h5``) per energy into a
+   training part and a held-out part that no model sees;
+2. ``fastsim prep-train``: training part -> training tensors;
+3. ``fastsim fit`` with the committed configs (``configs/model/<model>.yaml``,
+   ``configs/data/photons.yaml``, ``configs/trainer/cpu.yaml``) for a wall-clock budget per model;
+4. ``fastsim generate --like heldout.h5`` from the best checkpoint (lowest summed χ²/ndf);
+5. ``fastsim benchmark`` generated vs held-out Geant4 -> ``report.md``/``metrics.json``/PNGs;
+6. a short summary: response and resolution agreement per energy, classifier AUC.
+
+Every step goes through the same command functions a user runs, so the demo exercises them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fastsim.errors import FastsimError
+
+REFERENCE_NAME = "photons_ds1_g4.h5"
+MODELS = ("wgan_gp", "vae")
+
+
+def reference_file() -> Path:
+    """Path of the embedded Geant4 photon reference (dataset-1 photon binning, 368 voxels)."""
+    path = Path(str(resources.files("fastsim") / "refdata" / REFERENCE_NAME))
+    if not path.exists():
+        raise FastsimError(f"{path}: embedded reference data set missing (reinstall fastsim)")
+    return path
+
+
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (the demo runs from a checkout)."""
+    path = Path(__file__).resolve().parents[1] / "configs"
+    if not (path / "model" / "wgan_gp.yaml").exists():
+        raise FastsimError(f"{path}: configs/ not found; run 'fastsim demo' from a fastsim checkout")
+    return path
+
+
+def split_reference(
+    reference: str | os.PathLike, train_out: str | os.PathLike, heldout_out: str | os.PathLike,
+    heldout_fraction: float, seed: int,
+) -> tuple[int, int]:
+    """Split a CaloChallenge file per incident energy into training and held-out files.
+
+    Args:
+        reference: CaloChallenge HDF5 file (small enough to read whole: the embedded set is ~10⁴ showers).
+        train_out, heldout_out: files to write (atomic).
+        heldout_fraction: fraction of the showers of each energy held out, in (0, 1).
+        seed: seed of the random split.
+
+    Returns:
+        (number of training showers, number of held-out showers).
+    """
+    from fastsim.data.hdf5 import open_calochallenge, write_calochallenge
+    from fastsim.provenance import provenance
+
+    if not 0 < heldout_fraction < 1:
+        raise FastsimError(f"--heldout-fraction must be in (0, 1), got {heldout_fraction}")
+    with open_calochallenge(reference) as f:
+        e_inc, showers = f.read()
+        src_attrs = dict(f.attrs)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(e_inc), dtype=bool)
+    for energy in np.unique(e_inc):
+        idx = np.flatnonzero(e_inc == energy)
+        k = max(1, int(round(heldout_fraction * len(idx))))
+        held[rng.choice(idx, size=k, replace=False)] = True
+    keep = {k: v for k, v in src_attrs.items() if k in {"geometry", "producer", "time_per_shower_s",
+                                                          "time_per_shower_by_energy", "geant4_version",
+                                                          "physics_list", "detector", "particle"}}
+    for out, mask, part in ((train_out, ~held, "train"), (heldout_out, held, "heldout")):
+        attrs = {**keep, **provenance(source=os.fspath(reference), split=part, split_seed=seed,
+                                      heldout_fraction=heldout_fraction)}
+        write_calochallenge(out, e_inc[mask], showers[mask], attrs=attrs, overwrite=True)
+    return int((~held).sum()), int(held.sum())
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title}", flush=True)
+    return time.perf_counter()
+
+
+def _done(t0: float) -> None:
+    print(f"    done in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def _run(argv: list[str]) -> None:
+    """Run one ``fastsim`` command in-process; a non-zero status stops the demo."""
+    from fastsim.cli import main as cli_main
+
+    print("    $ fastsim " + " ".join(argv), flush=True)
+    status = cli_main(argv)
+    if status != 0:
+        raise FastsimError(f"step 'fastsim {argv[0]}' failed with exit status {status}")
+
+
+def train_model(model: str, tensors: Path, out: Path, minutes: float, seed: int, extra: list[str]) -> Path:
+    """Train one model with the committed configs for ``minutes`` of wall time; return the best checkpoint."""
+    from fastsim.training.cli import run_fit
+
+    cfg = configs_dir()
+    args = [
+        "--config", str(cfg / "model" / f"{model}.yaml"),
+        "--config", str(cfg / "data" / "photons.yaml"),
+        "--config", str(cfg / "trainer" / "cpu.yaml"),
+        "--config", str(cfg / "logger" / "csv.yaml"),
+        "--data.train_file", str(tensors),
+        "--data.num_workers", "0",
+        "--trainer.default_root_dir", str(out),
+        "--trainer.logger.init_args.save_dir", str(out / "logs"),
+        "--trainer.max_time", _max_time(minutes),
+        "--trainer.max_epochs", "100000",
+        "--checkpoint.dirpath", str(out / "checkpoints"),
+        "--best_checkpoint.dirpath", str(out / "checkpoints"),
+        "--seed_everything", str(seed),
+        *extra,
+    ]
+    print("    $ fastsim fit " + " ".join(args), flush=True)
+    cli = run_fit(args)
+    best = None
+    for cb in cli.trainer.checkpoint_callbacks:
+        if getattr(cb, "monitor", None) and cb.best_model_path:
+            best = cb.best_model_path
+    if not best:
+        best = getattr(cli.trainer.checkpoint_callback, "last_model_path", "") or None
+    if not best or not Path(best).exists():
+        raise FastsimError(f"{out}: training of {model} produced no checkpoint")
+    return Path(best)
+
+
+def _max_time(minutes: float) -> str:
+    total = max(1, int(round(minutes * 60)))
+    return f"00:{total // 3600:02d}:{(total % 3600) // 60:02d}:{total % 60:02d}"
+
+
+def summarize(metrics_path: Path) -> list[str]:
+    """Short text summary of a benchmark's metrics.json: agreement per energy and classifier AUC."""
+    m = json.loads(metrics_path.read_text())
+    lines = [f"    {'E_inc':>10}  {'response gen/G4':>16}  {'resolution gen/G4':>18}  {'sep. power':>10}"]
+    for row in m["response"]["per_energy"]:
+        sep = (row.get("e_ratio") or {}).get("separation_power")
+
+        def fmt(v: Any, u: Any = None) -> str:
+            if v is None:
+                return "–"
+            return f"{v:.3f}" + (f" ± {u:.3f}" if u is not None else "")
+
+        lines.append(
+            f"    {row['label']:>10}  {fmt(row.get('response_ratio'), row.get('response_ratio_unc')):>16}  "
+            f"{fmt(row.get('resolution_ratio'), row.get('resolution_ratio_unc')):>18}  {fmt(sep):>10}"
+        )
+    for kind, res in (m.get("classifier") or {}).items():
+        if isinstance(res, dict) and res.get("auc") is not None:
+            lines.append(f"    classifier AUC ({kind.replace('_', '-')}): {res['auc']:.3f}")
+    s = m["summary"]
+    lines.append(f"    checks passed: {s['n_checks'] - s['n_failed']}/{s['n_checks']}")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fastsim demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: wgan_gp, vae (default both)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training wall time per model (default 5)")
+    parser.add_argument("--heldout-fraction", type=float, default=0.3,
+                        help="fraction of Geant4 showers per energy kept out of training (default 0.3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", default=None, help="CaloChallenge file to use instead of the embedded set")
+    parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
+    parser.add_argument("--fit-arg", action="append", default=[],
+                        help="extra argument for fastsim fit (repeatable), e.g. --fit-arg=--trainer.max_steps=60")
+    args = parser.parse_args(argv[1:])
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            raise FastsimError(f"unknown model {m!r}; choose from {', '.join(MODELS)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    reference = Path(args.reference) if args.reference else reference_file()
+    t_start = time.perf_counter()
+
+    t0 = _step(f"1. split {reference} into training and held-out Geant4 showers")
+    train_h5, held_h5 = out / "g4_train.h5", out / "g4_heldout.h5"
+    n_train, n_held = split_reference(reference, train_h5, held_h5, args.heldout_fraction, args.seed)
+    print(f"    {n_train} training showers -> {train_h5}\n    {n_held} held-out showers -> {held_h5}")
+    _done(t0)
+
+    t0 = _step("2. data prep: training tensors")
+    tensors = out / "train_tensors.h5"
+    _run(["prep-train", str(train_h5), "-o", str(tensors), "--geometry", "1-photons",
+          "--seed", str(args.seed), "--overwrite"])
+    _done(t0)
+
+    summaries: dict[str, list[str]] = {}
+    for i, model in enumerate(models):
+        mdir = out / model
+        t0 = _step(f"{3 + 3 * i}. train {model} for {args.minutes:g} min (configs/model/{model}.yaml)")
+        ckpt = train_model(model, tensors, mdir, args.minutes, args.seed, args.fit_arg)
+        print(f"    best checkpoint: {ckpt}")
+        _done(t0)
+
+        t0 = _step(f"{4 + 3 * i}. generate {n_held} showers at the held-out energies with {model}")
+        gen = mdir / "generated.h5"
+        _run(["generate", "--checkpoint", str(ckpt), "--like", str(held_h5), "-o", str(gen),
+              "--seed", str(args.seed), "--device", "cpu", "--overwrite"])
+        _done(t0)
+
+        t0 = _step(f"{5 + 3 * i}. benchmark {model} against held-out Geant4")
+        report = mdir / "report"
+        bench = ["benchmark", "--generated", str(gen), "--reference", str(held_h5), "--out", str(report),
+                 "--seed", str(args.seed)]
+        if args.classifier_epochs is not None:
+            bench += ["--classifier-epochs", str(args.classifier_epochs)]
+        _run(bench)
+        summaries[model] = [f"  {model}: report {report / 'report.md'}", *summarize(report / "metrics.json")]
+        _done(t0)
+
+    print(f"\n=== summary (total {time.perf_counter() - t_start:.0f} s)")
+    for lines in summaries.values():
+        print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,72 @@
+"""The main job (`fastsim demo`) end to end on a small synthetic reference, and its pieces."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fastsim.cli import main as cli_main
+from fastsim.data.hdf5 import open_calochallenge, write_calochallenge
+from fastsim.errors import FastsimError
+from fastsim.geometry import Geometry
+from fastsim.pipeline import split_reference, summarize
+
+
+def _reference(path, energies=(1024.0, 4096.0), n=120, seed=0):
+    """Showers with a longitudinal/transverse profile and ~30% visible fraction, in MeV."""
+    geo = Geometry.builtin("1-photons")
+    rng = np.random.default_rng(seed)
+    e = np.repeat(np.asarray(energies), n)
+    profile = np.exp(-np.arange(geo.n_voxels) / 50.0)
+    profile /= profile.sum()
+    showers = rng.gamma(4.0, 0.25, (len(e), geo.n_voxels)) * profile * e[:, None] * 0.3
+    write_calochallenge(path, e, showers.astype(np.float32), attrs={"producer": "test"})
+    return e, showers
+
+
+def test_split_reference_is_a_per_energy_partition(tmp_path):
+    e, showers = _reference(tmp_path / "ref.h5", n=50)
+    n_train, n_held = split_reference(tmp_path / "ref.h5", tmp_path / "a.h5", tmp_path / "b.h5", 0.3, seed=1)
+    assert (n_train, n_held) == (70, 30)
+    with open_calochallenge(tmp_path / "a.h5") as fa, open_calochallenge(tmp_path / "b.h5") as fb:
+        ea, sa = fa.read()
+        eb, sb = fb.read()
+    for energy in (1024.0, 4096.0):
+        assert (eb == energy).sum() == 15
+    # every shower lands in exactly one part
+    sums = np.sort(np.concatenate([sa.sum(1), sb.sum(1)]))
+    np.testing.assert_allclose(sums, np.sort(showers.astype(np.float32).sum(1)), rtol=1e-5)
+    # seeded: the same split again
+    split_reference(tmp_path / "ref.h5", tmp_path / "c.h5", tmp_path / "d.h5", 0.3, seed=1)
+    with open_calochallenge(tmp_path / "d.h5") as fd:
+        np.testing.assert_array_equal(fd.read()[1], sb)
+    with pytest.raises(FastsimError, match="heldout-fraction"):
+        split_reference(tmp_path / "ref.h5", tmp_path / "e.h5", tmp_path / "f.h5", 1.0, seed=1)
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    _reference(tmp_path / "ref.h5")
+    out = tmp_path / "demo"
+    status = cli_main([
+        "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out), "--minutes", "0.5",
+        "--classifier-epochs", "2", "--fit-arg=--trainer.max_steps=60", "--fit-arg=--trainer.max_epochs=3",
+    ])
+    assert status == 0
+    text = capsys.readouterr().out
+    assert "=== summary" in text and "classifier AUC" in text
+    for model in ("wgan_gp", "vae"):
+        metrics = json.loads((out / model / "report" / "metrics.json").read_text())
+        labels = [row["label"] for row in metrics["response"]["per_energy"]]
+        assert len(labels) == 2
+        assert (out / model / "report" / "report.md").exists()
+        with open_calochallenge(out / model / "generated.h5") as f:
+            assert f.n_showers == 72 and f.n_voxels == 368
+        lines = summarize(out / model / "report" / "metrics.json")
+        assert any("checks passed" in ln for ln in lines)
+
+
+def test_demo_rejects_unknown_model(tmp_path, capsys):
+    assert cli_main(["demo", "--models", "flow", "--out", str(tmp_path)]) == 2
+    assert "unknown model 'flow'" in capsys.readouterr().err
