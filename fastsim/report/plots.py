@@ -56,15 +56,17 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _save(fig: Any, path: str) -> None:
-    """Save a Figure atomically as PNG."""
+def _save(fig: Any, path: str, tight: bool = True) -> None:
+    """Save a Figure atomically as PNG; ``tight=False`` for figures with fixed margins (a tight
+    bounding box costs a second draw, which matters for the 45-layer grids)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     d, name = os.path.split(os.path.abspath(path))
     tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
     try:
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight")  # the HEP style's large labels
+        # the HEP style's large labels need a tight box on the single-panel figures
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight" if tight else None)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -158,7 +160,7 @@ def plot_distribution_grid(
         height = 4.0 * nrows + 0.5
         fig = Figure(figsize=(3.8 * ncols, height))
         outer = fig.add_gridspec(
-            nrows, ncols, left=0.7 / (3.8 * ncols), right=0.99, top=1 - 0.35 / height, bottom=0.75 / height,
+            nrows, ncols, left=0.7 / (3.8 * ncols), right=1 - 0.3 / (3.8 * ncols), top=1 - 0.35 / height, bottom=0.75 / height,
             hspace=0.5, wspace=0.3,
         )  # fmt: skip
         for i, (comp, title) in enumerate(zip(comps, titles, strict=True)):
@@ -172,7 +174,7 @@ def plot_distribution_grid(
             _hist_pair(ax, axr, comp, xlabel, title)
             if i == 0:
                 ax.legend(fontsize="x-small", loc="upper left")
-        _save(fig, path)
+        _save(fig, path, tight=False)
 
 
 def plot_layer_fractions(results: dict[str, Any], path: str) -> None:
