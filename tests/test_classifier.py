@@ -76,3 +76,26 @@ def test_bad_inputs():
         classifier_test(np.full((20, 3), np.nan), np.zeros((20, 3)))
     with pytest.raises(ValueError, match="at least 10"):
         classifier_test(np.zeros((5, 3)), np.zeros((20, 3)))
+
+
+@pytest.mark.slow
+def test_default_settings_on_dataset1_sized_input():
+    """The default network on 10⁴ showers per class of 368 voxels (about a minute on 2 cores):
+    indistinguishable samples stay near 0.5, a 5 % energy scale is found."""
+    from fastsim.geometry import Geometry
+
+    geo = Geometry.builtin("1-photons")
+    prof = np.exp(-geo.voxel_r_center / 30.0)
+
+    def showers(scale: float, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        e = rng.choice(256.0 * 2.0 ** np.arange(15), size=10_000)
+        w = rng.gamma(2.0, size=(10_000, geo.n_voxels)) * prof
+        w /= w.sum(axis=1, keepdims=True)
+        return low_level_inputs(scale * w * (rng.normal(0.9, 0.03, 10_000) * e)[:, None], e)
+
+    ref = showers(1.0, 0)
+    same = classifier_test(showers(1.0, 1), ref)
+    assert abs(same["auc"] - 0.5) < 4 * same["auc_unc"]
+    shifted = classifier_test(showers(1.05, 2), ref)
+    assert shifted["auc"] > 0.75
