@@ -601,13 +601,14 @@ def voxelise_hits(
     starts = np.unique(np.searchsorted(offsets, np.arange(0, n_hits, _BLOCK_HITS), side="right") - 1)
     bounds = np.append(starts, n) if n else np.zeros(1, dtype=np.int64)
 
-    def block(s: int, t: int) -> int:
-        """Voxelise events s..t-1 into their rows of ``showers``; return their outside hit count."""
+    def block(s: int, t: int) -> tuple[int, float]:
+        """Voxelise events s..t-1 into their rows of ``showers``; return (outside hits, hit energy)."""
         hits = slice(offsets[s], offsets[t])
+        e_block = energy[hits]
+        e_sum = float(e_block.sum(dtype=np.float64))  # while the block is in cache
         if min_energy is not None:
-            e_block = energy[hits]
             # a float64 sum is non-finite iff some value is (no overflow from float32 values)
-            total = e_block.sum(dtype=np.float64)
+            total = e_sum
             for coord in (x, y, z):
                 if coord is not None and coord.dtype.kind == "f":
                     total += coord[hits].sum(dtype=np.float64)
@@ -626,21 +627,22 @@ def voxelise_hits(
         dense, out = deposit(voxel, energy[hits], counts[s:t], n_vox)
         showers[s:t] = dense
         outside[s:t] = out
-        return int(np.count_nonzero(voxel == n_vox))
+        return int(np.count_nonzero(voxel == n_vox)), e_sum
 
     pairs = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
     if threads > 1 and len(pairs) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastsim-voxelise") as pool:
-            n_outside = sum(pool.map(lambda st: block(*st), pairs))
+            results = list(pool.map(lambda st: block(*st), pairs))
     else:
-        n_outside = sum(block(s, t) for s, t in pairs)
+        results = [block(s, t) for s, t in pairs]
+    n_outside = sum(r[0] for r in results)
     stats = VoxeliseStats(
         n_events=n,
         n_hits=n_hits,
         n_hits_outside=n_outside,
-        e_hits=float(energy.sum(dtype=np.float64)),
+        e_hits=float(sum(r[1] for r in results)),
         e_outside=float(outside.sum()),
     )
     return showers, stats
