@@ -242,6 +242,20 @@ def test_deposit_handles_empty_events():
     np.testing.assert_array_equal(outside, [0, 0, 0, 4])
 
 
+@pytest.mark.parametrize("counts", [[0, 0, 2, 0, 1, 0], [0, 0, 0], [3]])
+def test_events_without_hits_get_empty_showers(geo, counts, monkeypatch):
+    import fastsim.data.voxelise as vx
+
+    monkeypatch.setattr(vx, "_BLOCK_HITS", 2)  # several blocks, some starting after empty events
+    counts = np.array(counts)
+    m = int(counts.sum())
+    x, y, z = np.full(m, 7.0), np.zeros(m), np.full(m, 15.0)
+    for _ in range(3):  # fresh np.empty buffers may hold garbage from earlier allocations
+        showers, stats = voxelise_hits(geo, counts, np.ones(m), x=x, y=y, z=z, z_edges=Z_EDGES)
+        np.testing.assert_array_equal(showers.sum(axis=1), counts.astype(np.float32))
+        assert stats.n_events == len(counts) and stats.n_hits == m
+
+
 def test_bad_arguments_raise(geo):
     with pytest.raises(FastsimError, match="layer z boundaries"):
         voxelise_hits(geo, np.array([1]), np.array([1.0]), x=np.zeros(1), y=np.zeros(1), z=np.zeros(1),
