@@ -208,6 +208,17 @@ def test_layer_response_fractions(geo_small):
     assert out["n"].tolist() == [2, 1]
     assert np.allclose(out["frac_inc"], layers[None, :])
     assert np.allclose(out["frac_tot"], [0.6, 0.3, 0.1])
+    assert np.allclose(out["frac_inc_resolution"][0], 0.0)  # identical showers: no spread
+    assert np.all(np.isnan(out["frac_inc_resolution"][1]))  # one shower: undefined
+
+
+def test_layer_resolution_of_gaussian_fractions(rng, geo_small):
+    n = 20_000
+    e = np.full(n, 1000.0)
+    f = np.stack([rng.normal(0.5, 0.05, n), rng.normal(0.3, 0.06, n), rng.normal(0.1, 0.02, n)], axis=1)
+    out = layer_response(e, f * e[:, None], energy_groups(e))
+    expected = np.array([0.05 / 0.5, 0.06 / 0.3, 0.02 / 0.1])
+    assert np.all(np.abs(out["frac_inc_resolution"][0] - expected) < 4 * out["frac_inc_resolution_unc"][0])
 
 
 # ----------------------------------------------------------------------------- shapes.py

@@ -252,7 +252,7 @@ def energy_response(
 def layer_response(
     e_inc: ArrayLike, e_layer: ArrayLike, groups: EnergyGroups
 ) -> dict[str, np.ndarray]:
-    """Mean layer energy fractions per group: E_layer/E_inc and E_layer/E_tot.
+    """Layer energy fractions per group: E_layer/E_inc and E_layer/E_tot, mean and resolution.
 
     Args:
         e_inc: shape (N,), MeV.
@@ -260,10 +260,11 @@ def layer_response(
         groups: incident-energy groups.
 
     Returns:
-        dict of float64 arrays of shape (G, n_layers): ``frac_inc`` and ``frac_inc_unc``
-        (mean of E_layer/E_inc and σ/√N), ``frac_tot`` and ``frac_tot_unc`` (mean of
-        E_layer/E_tot over showers with E_tot > 0, and σ/√N); plus ``n`` (G,) showers per group.
-        Groups with no showers hold NaN.
+        dict of float64 arrays of shape (G, n_layers), for ``q`` in ``frac_inc`` (E_layer/E_inc)
+        and ``frac_tot`` (E_layer/E_tot, over showers with E_tot > 0): ``q`` and ``q_unc`` (mean
+        and σ/√N), ``q_resolution`` and ``q_resolution_unc`` (σ/μ and its delta-method
+        uncertainty, see :func:`summarize`); plus ``n`` (G,) showers per group. Groups with no
+        showers hold NaN.
     """
     e = np.asarray(e_inc, dtype=np.float64).ravel()
     el = np.asarray(e_layer, dtype=np.float64)
@@ -272,7 +273,8 @@ def layer_response(
     idx = groups.assign(e)
     tot = el.sum(axis=1)
     g_n, n_l = groups.n_groups, el.shape[1]
-    out = {k: np.full((g_n, n_l), np.nan) for k in ("frac_inc", "frac_inc_unc", "frac_tot", "frac_tot_unc")}
+    keys = [f"{q}{suffix}" for q in ("frac_inc", "frac_tot") for suffix in ("", "_unc", "_resolution", "_resolution_unc")]
+    out = {k: np.full((g_n, n_l), np.nan) for k in keys}
     out["n"] = np.zeros(g_n, dtype=np.int64)
     for g in range(g_n):
         sel = idx == g
@@ -281,8 +283,12 @@ def layer_response(
             if num.shape[0] == 0:
                 continue
             f = num / den[:, None]
-            out[key][g] = f.mean(axis=0)
-            out[f"{key}_unc"][g] = f.std(axis=0, ddof=1) / math.sqrt(f.shape[0]) if f.shape[0] > 1 else np.nan
+            for li in range(n_l):
+                summ = summarize(f[:, li])
+                out[key][g, li] = summ["mean"]
+                out[f"{key}_unc"][g, li] = summ["mean_unc"]
+                out[f"{key}_resolution"][g, li] = summ["resolution"]
+                out[f"{key}_resolution_unc"][g, li] = summ["resolution_unc"]
     return out
 
 

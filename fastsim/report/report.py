@@ -539,8 +539,9 @@ def compute_metrics(
     lg = layer_response(fg["e_inc"], fg["e_layer"], groups)
     lr = layer_response(fr["e_inc"], fr["e_layer"], groups)
     layers: dict[str, Any] = {"ids": geometry.layer_ids, "per_energy": {}, "distributions": []}
-    for key in ("frac_inc", "frac_inc_unc", "frac_tot", "frac_tot_unc"):
-        layers["per_energy"][key] = {"generated": lg[key].tolist(), "reference": lr[key].tolist()}
+    for key in lg:
+        if key != "n":
+            layers["per_energy"][key] = {"generated": lg[key].tolist(), "reference": lr[key].tolist()}
     frac_g = fg["e_layer"] / fg["e_inc"][:, None]
     frac_r = fr["e_layer"] / fr["e_inc"][:, None]
     for li in range(geometry.n_layers):
