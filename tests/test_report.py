@@ -380,3 +380,44 @@ def test_callback_rejects_a_geometry_mismatch(geo_small, geo_photons):
     loader = torch.utils.data.DataLoader(data, batch_size=2)
     with pytest.raises(InputFileError, match="368 voxels but the model's geometry has 60"):
         trainer.fit(TinyGenerator(geo_small), loader, loader)
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_fit_generate_benchmark(tmp_path, geo_small, capsys):
+    """A real WGAN-GP trained for a few batches, ``fastsim generate --like`` the reference, then
+    ``fastsim benchmark`` on the generator's own output file (its geometry and timing attributes)."""
+    from fastsim.data.transforms import EnergyCondition
+    from fastsim.models.wgan_gp import WGANGP
+
+    e, s = make_showers(geo_small, 400, 0)
+    ref = tmp_path / "ref.h5"
+    write_calochallenge(ref, e, s, attrs={"producer": "geant4", "time_per_shower_s": 0.05})
+    condition = EnergyCondition().fit(e)
+    e_t = torch.as_tensor(e)
+    data = [{"x": (torch.as_tensor(s[i]) / e_t[i]).float(), "cond": condition(e_t[i : i + 1])[0].float()}
+            for i in range(len(e))]  # fmt: skip
+    torch.manual_seed(0)
+    model = WGANGP(geometry=geo_small.to_dict(), condition=condition.config(), latent_dim=4,
+                   generator_hidden=(16,), critic_hidden=(16,), n_critic=2, seed=0)  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=32))
+    ckpt = tmp_path / "wgan.ckpt"
+    trainer.save_checkpoint(ckpt)
+    gen = tmp_path / "gen.h5"
+    assert fastsim_main(["generate", "--checkpoint", str(ckpt), "-o", str(gen), "--like", str(ref)]) == 0
+    out = tmp_path / "rep"
+    code, stdout, _ = run(capsys, "--generated", str(gen), "--reference", str(ref), "--out", str(out),
+                          "--no-plots", "--classifier-epochs", "2")  # fmt: skip
+    assert code == 0 and "benchmark" in stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["geometry"]["name"] == "small"  # from the generated file's geometry attribute
+    assert m["inputs"]["generated"]["attrs"]["producer"] == "fastsim-generate"
+    assert m["timing"]["speedup"] > 1
+    assert [t["key"] for t in m["timing"]["by_energy"]] == ["1024", "16384", "262144"]
+    assert all(t["generated_s"] > 0 for t in m["timing"]["by_energy"])
+    assert [r["generated"]["n"] for r in m["response"]["per_energy"]] == [r["reference"]["n"] for r in
+                                                                          m["response"]["per_energy"]]  # fmt: skip
