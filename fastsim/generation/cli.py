@@ -73,7 +73,7 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="auto",
-        help="Lightning strategy for --devices > 1 (default: ddp_spawn on CPU, ddp on GPU)",
+        help="Lightning strategy for --devices > 1 (default: ddp_fork on CPU, ddp on GPU)",
     )
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9 (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)")

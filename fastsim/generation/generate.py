@@ -382,7 +382,12 @@ def generate_showers_distributed(
 
     Same arguments as :func:`generate_showers`, plus ``devices``, ``accelerator`` (``cpu``,
     ``gpu``/``cuda``, ``auto``) and ``strategy`` (a Lightning strategy name; ``auto`` picks
-    ``ddp_spawn`` on CPU and ``ddp`` on GPUs). With the ``ddp`` launcher the command is re-run for
+    ``ddp_fork`` on CPU where the OS can fork, else ``ddp_spawn``, and ``ddp`` on GPUs). Forked
+    ranks inherit the imported modules and the model: measured here, 2 CPU ranks for 30k showers
+    took 3 s with ``ddp_fork`` and 22 s with ``ddp_spawn``, whose ranks import torch and lightning
+    afresh. Files are identical to one device's when the ranks use the same number of torch
+    threads (matrix products are summed in a thread-dependent order otherwise: ~1e-4 relative
+    differences). With the ``ddp`` launcher the command is re-run for
     every rank; only rank 0 returns a result, the others return None.
     """
     import lightning as L
@@ -404,7 +409,12 @@ def generate_showers_distributed(
     # every rank must get at least one batch: an empty rank has nothing to write
     devices = min(devices, n_batches)
     if strategy == "auto":
-        strategy = "ddp_spawn" if accelerator == "cpu" else "ddp"
+        import multiprocessing
+
+        if accelerator == "cpu":
+            strategy = "ddp_fork" if "fork" in multiprocessing.get_all_start_methods() else "ddp_spawn"
+        else:
+            strategy = "ddp"
     device_label = f"{'cuda' if accelerator == 'gpu' else 'cpu'} x{devices}"
     attrs = run_attributes(
         model, plan, seed=seed, batch_size=batch_size, device=device_label, checkpoint=checkpoint,
