@@ -335,3 +335,35 @@ def test_stochastic_term_of_resolution(tmp_path) -> None:
     (a2, b2), *_ = np.linalg.lstsq(A, np.asarray(res) ** 2, rcond=None)
     a = math.sqrt(max(a2, 0.0))
     assert 0.05 < a < 0.2, (a, b2, res)
+
+
+# --------------------------------------------------------------------------- the embedded reference
+
+
+def test_embedded_photon_reference() -> None:
+    """fastsim/refdata/photons_ds1_g4.h5: valid, 9 energies 256 MeV … 65.5 GeV, physics consistent."""
+    from importlib import resources
+
+    import h5py
+
+    path = str(resources.files("fastsim") / "refdata" / "photons_ds1_g4.h5")
+    assert os.path.getsize(path) <= 15 * 2**20
+    assert validate_calochallenge(path, GEO) == []
+    e, showers = read_calochallenge(path)
+    energies, counts = np.unique(e, return_counts=True)
+    np.testing.assert_array_equal(energies, 2.0 ** np.arange(8, 17))
+    assert counts.min() >= 1000
+    with h5py.File(path) as f:
+        a = dict(f.attrs)
+    assert a["producer"] == "geant4" and a["particle"] == "gamma" and "11.4" in a["geant4_version"]
+    assert set(json.loads(a["time_per_shower_by_energy"])) == {f"{x:g}" for x in energies}
+    resp = showers.sum(1) / e
+    mean = np.array([resp[e == x].mean() for x in energies])
+    res = np.array([resp[e == x].std() / resp[e == x].mean() for x in energies])
+    cog = np.array([_cog_x0(showers[e == x]).mean() for x in energies])
+    assert np.all((mean > 0.15) & (mean < 0.32))
+    # resolution improves with every doubling up to 16 GeV; above, a ~1.4 % constant term dominates
+    assert np.all(np.diff(res[:7]) < 0) and res[-1] < res[0] / 5
+    assert np.all(np.diff(cog) > 0)  # showers get deeper with every doubling of the energy
+    # stochastic term (σ/E)·√E at 4 GeV, where neither dead material nor the constant term dominates
+    assert 0.04 < res[4] * math.sqrt(energies[4] / 1000) < 0.12
