@@ -367,3 +367,14 @@ def test_embedded_photon_reference() -> None:
     assert np.all(np.diff(cog) > 0)  # showers get deeper with every doubling of the energy
     # stochastic term (σ/E)·√E at 4 GeV, where neither dead material nor the constant term dominates
     assert 0.04 < res[4] * math.sqrt(energies[4] / 1000) < 0.12
+
+
+def test_electrons_and_positrons_conserve_energy(tmp_path) -> None:
+    """e⁻ and e⁺ at 1 GeV: the balance closes; for e⁺ only with its annihilation energy 2 mₑc²."""
+    for particle in ("e-", "e+"):
+        s = simulate(tmp_path / f"{particle}.h5", np.full(6, E_LOW), particle=particle, seed=3, workers=2, progress=False)
+        assert s.attrs["particle"] == particle
+        assert np.all(balance_ok(s.e_inc, s.balance, particle, rel_tol=2e-4))
+        other = "e-" if particle == "e+" else "e+"
+        assert not np.any(balance_ok(s.e_inc, s.balance, other, rel_tol=2e-4))
+        assert 0.15 < s.response.mean() < 0.32
