@@ -278,3 +278,17 @@ def test_clip_counts_outliers_against_the_generator(rng):
     assert separation_power_counts([1, 0], [0, 1]) == 1.0
     assert separation_power_counts([2, 2], [1, 1]) == 0.0
 
+
+
+def test_chi2_ndf_clip_counts_outliers_against_a_too_wide_sample():
+    from fastsim.metrics.compare import chi2_ndf, fastcalogan_binning
+
+    rng = np.random.default_rng(7)
+    ref = rng.normal(1.0, 0.01, 5000)
+    wide = rng.normal(1.0, 0.3, 5000)  # 30x wider: ~97 % of it lies outside ±3 RMS of ref
+    edges = fastcalogan_binning(ref)
+    chi2_in, ndf_in = chi2_ndf(wide, ref, edges)
+    chi2_all, ndf_all = chi2_ndf(wide, ref, edges, clip=True)
+    assert chi2_all / ndf_all > 10 * chi2_in / ndf_in
+    same, ndf_same = chi2_ndf(rng.normal(1.0, 0.01, 5000), ref, edges, clip=True)
+    assert same / ndf_same < 2.0

@@ -135,7 +135,9 @@ def histogram_pair(
     return cg.astype(np.float64), cr.astype(np.float64), edges
 
 
-def chi2_ndf(generated: ArrayLike, reference: ArrayLike, bins: ArrayLike | int) -> tuple[float, int]:
+def chi2_ndf(
+    generated: ArrayLike, reference: ArrayLike, bins: ArrayLike | int, clip: bool = False
+) -> tuple[float, int]:
     """χ² of two unweighted histograms of different size, and its number of degrees of freedom.
 
     The test statistic compares the *normalised* shapes (Gagunashvili's homogeneity test, the
@@ -152,12 +154,15 @@ def chi2_ndf(generated: ArrayLike, reference: ArrayLike, bins: ArrayLike | int) 
         generated: generated sample, shape (N_gen,).
         reference: reference sample, shape (N_ref,).
         bins: edges (n_bins + 1,) (e.g. :func:`fastcalogan_binning` of the reference) or a count.
+        clip: count values outside the edges in the edge bins (see :func:`histogram_pair`); without
+            it a generator whose distribution is far wider than the reference is judged only on
+            the few events that fall inside the window.
 
     Returns:
         (χ², ndf). If either histogram has no entries inside the edges the shapes cannot be
         compared: (inf, 0) is returned so that model selection never prefers such a model.
     """
-    n, m, _ = histogram_pair(generated, reference, bins)
+    n, m, _ = histogram_pair(generated, reference, bins, clip=clip)
     big_n, big_m = n.sum(), m.sum()
     if big_n == 0 or big_m == 0:
         return math.inf, 0

@@ -62,6 +62,10 @@ class Chi2ModelSelection(Callback):
         n_ranges: energy ranges for a continuous spectrum.
         seed: seed of the generation noise.
         batch_size: showers generated at once.
+        clip_outliers: count events outside the ±n_rms window in the edge bins. Without it a
+            generator whose E_tot/E_inc is far wider than the reference is judged only on the
+            few events inside the window and can look best (seen in the demo: χ²/ndf ≈ 1.3 per
+            energy for a resolution 20× too wide).
     """
 
     def __init__(
@@ -73,7 +77,9 @@ class Chi2ModelSelection(Callback):
         n_ranges: int = 5,
         seed: int = 1234,
         batch_size: int = 4096,
+        clip_outliers: bool = True,
     ) -> None:
+        self.clip_outliers = clip_outliers
         self.n_bins = n_bins
         self.n_rms = n_rms
         self.oversample = oversample
@@ -131,7 +137,9 @@ class Chi2ModelSelection(Callback):
                 ratio_gen.append((showers.sum(dim=1, dtype=torch.float64) / e).cpu())
             gen = torch.cat(ratio_gen).numpy()
             ref = ratio_ref[idx]
-            chi2, ndf = chi2_ndf(gen, ref, fastcalogan_binning(ref, self.n_bins, self.n_rms))
+            chi2, ndf = chi2_ndf(
+                gen, ref, fastcalogan_binning(ref, self.n_bins, self.n_rms), clip=self.clip_outliers
+            )
             value = chi2 / ndf if ndf > 0 and math.isfinite(chi2) else math.inf
             total += value
             # identical on every rank (same gathered data, same seed): the mean over ranks is a no-op
