@@ -158,11 +158,19 @@ def test_wgan_weight_clipping(tmp_path, geo_small: Geometry) -> None:
         assert bool((p.detach().abs() <= 0.02).all())
 
 
-def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry) -> None:
+@pytest.mark.parametrize("decode", ["mean", "sample"])
+def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry, decode: str) -> None:
     torch.manual_seed(0)
     model = make(
-        ShowerVAE, geo_small, latent_dim=8, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=8
+        ShowerVAE,
+        geo_small,
+        latent_dim=8,
+        encoder_hidden=(32,),
+        decoder_hidden=(32,),
+        n_importance_samples=8,
+        decode=decode,
     )
+    assert model.noise_dim == 8 + (2 * geo_small.n_voxels if decode == "sample" else 0)
     trainer = fit(model, geo_small, str(tmp_path), limit_train_batches=3)
     assert trainer.global_step == 3
     m = trainer.callback_metrics
@@ -195,6 +203,27 @@ def check_reloaded(ckpt: str, trained: L.LightningModule, cls: type, geo: Geomet
     with torch.no_grad():
         x = model.decode(noise, model.conditions(e_inc))
     torch.testing.assert_close(showers, x * e_inc[:, None])
+
+
+def test_vae_sampling_decoder_draws_from_the_likelihood() -> None:
+    from fastsim.models.components.vae import decode_mean, decode_sample
+
+    n = 200000
+    zero_logit = torch.full((n, 2), 0.0)
+    zero_logit[:, 1] = -2.0  # P(empty) = 0.5 and 0.119
+    mu, log_sigma = torch.full((n, 2), -3.0), torch.full((n, 2), -1.0)
+    g = torch.Generator().manual_seed(0)
+    x = decode_sample(zero_logit, mu, log_sigma, torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g))
+    empty = (x == 0).float().mean(0)
+    torch.testing.assert_close(empty, torch.sigmoid(zero_logit[0]), atol=4e-3, rtol=0)
+    # the non-empty values are log-normal with the decoder's μ, σ; the mean is the decoder mean
+    logs = torch.log(x[:, 0][x[:, 0] > 0])
+    assert float(logs.mean()) == pytest.approx(-3.0, abs=0.01)
+    assert float(logs.std()) == pytest.approx(float(torch.exp(torch.tensor(-1.0))), rel=0.01)
+    torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.01, atol=0)
+    # never more than the incident energy in one voxel
+    big = decode_sample(torch.full((1, 1), -9.0), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), torch.full((1, 1), 6.0))
+    assert float(big) == 1.0
 
 
 def test_generate_rejects_bad_energies(geo_small: Geometry) -> None:
@@ -252,7 +281,12 @@ def test_load_generator_errors(tmp_path, geo_small: Geometry) -> None:
     with pytest.raises(InputFileError, match="missing.ckpt: checkpoint not found"):
         load_generator(missing)
     corrupt = tmp_path / "corrupt.ckpt"
-    corrupt.write_bytes(os.urandom(2000))
+    # damaged bytes make the unpickler fail in many ways (IndexError, KeyError, ...): all one error
+    for seed in range(40):
+        corrupt.write_bytes(np.random.default_rng(seed).bytes(2000))
+        with pytest.raises(InputFileError, match="corrupt.ckpt: not a readable PyTorch checkpoint"):
+            load_generator(corrupt)
+    corrupt.write_bytes(b"\x80\x02]q\x00(K\x01" + bytes(100))  # a legacy pickle cut short
     with pytest.raises(InputFileError, match="corrupt.ckpt: not a readable PyTorch checkpoint"):
         load_generator(corrupt)
     unrelated = tmp_path / "unrelated.ckpt"
@@ -357,3 +391,85 @@ def test_untrained_vae_starts_near_full_containment(geo_small: Geometry) -> None
     e = torch.full((500,), 4096.0)
     response = model.generate(e, generator=torch.Generator().manual_seed(0)).sum(1) / e
     assert 0.3 < float(response.mean()) < 3.0  # not ~V as with log x ~ 0 everywhere
+
+
+# --------------------------------------------------------------------------- critic energy features
+
+
+def test_energy_features_standardise_per_energy_and_interpolate() -> None:
+    from fastsim.models.components.features import EnergyFeatures
+
+    rng = np.random.default_rng(0)
+    c = rng.choice([0.0, 0.5, 1.0], 30000)
+    # response 0.2 + 0.04·c, resolution 0.02 / (1 + 4c): a 5× narrower peak at the top energy
+    r = 0.2 + 0.04 * c + 0.02 / (1 + 4 * c) * rng.standard_normal(c.size)
+    x = np.stack([0.25 * r, 0.75 * r, np.zeros_like(r)], axis=1).astype(np.float32)  # two layers
+    feats = EnergyFeatures([(0, 1), (1, 3)])
+    chunks = [(torch.from_numpy(x[i : i + 7000]), c[i : i + 7000]) for i in range(0, c.size, 7000)]
+    feats.fit_stream(chunks)
+    torch.testing.assert_close(feats.knots, torch.tensor([0.0, 0.5, 1.0]))
+    u = feats(torch.from_numpy(x), torch.from_numpy(c).float())
+    assert u.shape == (c.size, 3)
+    for k in (0.0, 0.5, 1.0):
+        sel = torch.from_numpy(c == k)
+        torch.testing.assert_close(u[sel].mean(0), torch.zeros(3), atol=1e-3, rtol=0)
+        torch.testing.assert_close(u[sel].std(0), torch.ones(3), atol=1e-3, rtol=0)
+    # between knots the mean and width are interpolated linearly in c
+    mid = torch.tensor([0.25])
+    x_mid = torch.tensor([[0.25 * 0.21, 0.75 * 0.21, 0.0]])
+    m = (float(feats.mean[0, 0]) + float(feats.mean[1, 0])) / 2
+    s = (float(feats.std[0, 0]) + float(feats.std[1, 0])) / 2
+    assert float(feats(x_mid, mid)[0, 0]) == pytest.approx((0.21 - m) / s, rel=1e-4)
+    # a state_dict restores an unfitted module of the same layout
+    again = EnergyFeatures([(0, 1), (1, 3)])
+    assert not again.is_fitted
+    again.load_state_dict(feats.state_dict())
+    torch.testing.assert_close(again(torch.from_numpy(x[:5]), torch.from_numpy(c[:5]).float()), u[:5])
+
+
+def test_energy_features_continuous_spectrum_uses_equal_count_knots() -> None:
+    from fastsim.models.components.features import CONTINUOUS_KNOTS, EnergyFeatures
+
+    rng = np.random.default_rng(1)
+    c = rng.random(50000)
+    r = (0.3 + 0.01 * rng.standard_normal(c.size)).astype(np.float32)[:, None]
+    feats = EnergyFeatures().fit_stream([(torch.from_numpy(r), c)])
+    k = feats.knots.numpy()
+    assert CONTINUOUS_KNOTS - 2 <= k.size <= CONTINUOUS_KNOTS and np.all(np.diff(k) > 0)
+    np.testing.assert_allclose(feats.mean[:, 0].numpy(), 0.3, atol=1e-3)
+    np.testing.assert_allclose(feats.std[:, 0].numpy(), 0.01, rtol=0.1)
+    with pytest.raises(FastsimError, match="NaN/inf"):
+        EnergyFeatures().fit_stream([(torch.tensor([[float("nan")]]), np.array([0.5]))])
+    with pytest.raises(FastsimError, match="before fit"):
+        EnergyFeatures()(torch.ones(2, 1), torch.zeros(2))
+
+
+def test_wgan_critic_sees_standardised_energy_and_penalises_in_that_space(geo_small: Geometry) -> None:
+    model = make(WGANGP, geo_small, critic_features="energy", feature_weight=3.0, n_critic=1)
+    batches = tiny_batches(geo_small)
+    x = torch.cat([b["x"] for b in batches])
+    cond = torch.cat([b["cond"] for b in batches])
+    e = torch.cat([b["e_inc"] for b in batches])
+    model.features.fit_stream([(x, cond[:, 0].numpy())])
+    aug = model.critic_input(x, cond, e)
+    assert aug.shape == (x.shape[0], geo_small.n_voxels + 1)
+    torch.testing.assert_close(aug[:, :-1], x)
+    u = aug[:, -1] / 3.0  # the weight scales the feature
+    for c in cond[:, 0].unique():
+        sel = cond[:, 0] == c
+        if int(sel.sum()) > 2:
+            assert abs(float(u[sel].mean())) < 1e-4
+    # the penalty is taken w.r.t. the augmented input: a critic that only reads the energy
+    # feature with slope 1 has gradient norm exactly 1 there (none through the voxels)
+    with torch.no_grad():
+        model.critic.net[0].weight.zero_()
+        model.critic.net[0].bias.fill_(1.0)  # ReLU active
+        model.critic.net[0].weight[:, geo_small.n_voxels] = 0.0
+        model.critic.net[0].weight[0, geo_small.n_voxels] = 1.0
+        for layer in (model.critic.net[2], model.critic.net[4], model.critic.net[6]):
+            layer.weight.zero_()
+            layer.weight[0, 0] = 1.0
+            layer.bias.fill_(1.0 if layer is not model.critic.net[6] else 0.0)
+    out = model.critic_step(x[:32], cond[:32], torch.Generator().manual_seed(0), e[:32])
+    assert float(out["grad_norm"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(out["gradient_penalty"]) == pytest.approx(0.0, abs=1e-8)

@@ -149,19 +149,29 @@ def test_energy_groups() -> None:
 # --------------------------------------------------------------------------- resume
 
 
-def model_for(cls: type, dm: ShowerDataModule) -> L.LightningModule:
+def model_for(cls: type, dm: ShowerDataModule, **extra) -> L.LightningModule:
     kw = dict(geometry=dm.geometry_config, transform=dm.transform_config, condition=dm.condition_config)
     if cls is WGANGP:
-        return WGANGP(**kw, n_critic=2, generator_hidden=(16, 32), critic_hidden=(32, 32))
-    return ShowerVAE(**kw, latent_dim=4, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=4)
+        return WGANGP(**kw, n_critic=2, generator_hidden=(16, 32), critic_hidden=(32, 32), **extra)
+    return ShowerVAE(
+        **kw, latent_dim=4, encoder_hidden=(32,), decoder_hidden=(32,), n_importance_samples=4, **extra
+    )
 
 
-@pytest.mark.parametrize("cls", [WGANGP, ShowerVAE])
-def test_resume_equals_uninterrupted(tensors_file: str, tmp_path, cls: type) -> None:
+@pytest.mark.parametrize(
+    "cls, extra",
+    [
+        (WGANGP, {}),
+        (WGANGP, {"critic_features": "energy_layers", "feature_weight": 2.0}),
+        (ShowerVAE, {}),
+        (ShowerVAE, {"energy_head": True, "energy_hidden": (8,)}),
+    ],
+)
+def test_resume_equals_uninterrupted(tensors_file: str, tmp_path, cls: type, extra: dict) -> None:
     def run(root: str, epochs: int, ckpt: str | None = None) -> L.LightningModule:
         L.seed_everything(11)  # weights initialised identically in both runs
         dm = ShowerDataModule(tensors_file, batch_size=32, block_size=64, seed=2)
-        model = model_for(cls, dm)
+        model = model_for(cls, dm, **extra)
         cb = [ModelCheckpoint(dirpath=root, save_last=True), Chi2ModelSelection(n_bins=10)]
         trainer(root, max_epochs=epochs, callbacks=cb).fit(model, datamodule=dm, ckpt_path=ckpt)
         return model
@@ -172,8 +182,66 @@ def test_resume_equals_uninterrupted(tensors_file: str, tmp_path, cls: type) -> 
     for k, v in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=1e-6, atol=1e-7, msg=k)
     # and training did move the weights (the comparison is not trivially true)
-    fresh = (L.seed_everything(11), model_for(cls, ShowerDataModule(tensors_file)))[1]
-    assert any(not torch.allclose(fresh.state_dict()[k], v) for k, v in straight.state_dict().items())
+    fresh = (L.seed_everything(11), model_for(cls, ShowerDataModule(tensors_file), **extra))[1]
+    assert any(
+        not torch.allclose(fresh.state_dict()[k], v)
+        for k, v in straight.state_dict().items()
+        if not k.startswith("features.")
+    )
+
+
+def test_vae_energy_head_trains_and_generates_the_sampled_energy(tensors_file: str, tmp_path) -> None:
+    """The energy head's VAE: statistics fitted at setup, IS >= ELBO, and a generated shower's
+    E_tot/E_inc is exactly m(c) + s(c)·u with u drawn from the head (the shape only distributes it)."""
+    dm = ShowerDataModule(tensors_file, batch_size=32, block_size=64, seed=2)
+    model = model_for(ShowerVAE, dm, energy_head=True, energy_hidden=(8,))
+    assert model.encoder.net[0].in_features == GEO.n_voxels + 1 + 1  # [shape, u] + condition
+    assert model.noise_dim == 4 + 1
+    t = trainer(str(tmp_path), max_epochs=2, callbacks=[ModelCheckpoint(dirpath=str(tmp_path))])
+    t.fit(model, datamodule=dm)
+    m = t.callback_metrics
+    assert float(m["val/log_likelihood_is"]) >= float(m["val/elbo"])
+    (ckpt,) = glob.glob(str(tmp_path / "*.ckpt"))
+    loaded = load_generator(ckpt)
+    e_inc = torch.tensor(np.repeat(ENERGIES, 50), dtype=torch.float32)
+    noise = loaded.sample_noise(len(e_inc), generator=torch.Generator().manual_seed(0))
+    showers = loaded.export_module()(noise, e_inc[:, None])
+    cond = loaded.conditions(e_inc)
+    with torch.no_grad():
+        mu_u, log_sigma_u = loaded.energy_head(noise[:, :4], cond)
+        u = mu_u + torch.exp(log_sigma_u) * noise[:, 4]
+        r = loaded.features.destandardise(u[:, None], cond[:, 0])[:, 0].clamp(min=0)
+    torch.testing.assert_close(showers.sum(1) / e_inc, r, rtol=1e-4, atol=1e-6)
+    assert float(r.std()) > 0  # the energy varies shower to shower
+
+
+def test_critic_features_fitted_from_the_training_file(tensors_file: str, tmp_path) -> None:
+    """With critic features the statistics are fitted at setup from the whole file (identical on
+    every rank), the critic sees V + 1 + layers inputs, and the checkpoint alone restores them."""
+    dm = ShowerDataModule(tensors_file, batch_size=32, block_size=64, seed=2)
+    model = model_for(WGANGP, dm, critic_features="energy_layers")
+    assert model.critic.net[0].in_features == GEO.n_voxels + 1 + GEO.n_layers + 1  # + condition
+    trainer(str(tmp_path), max_epochs=1, callbacks=[ModelCheckpoint(dirpath=str(tmp_path))]).fit(
+        model, datamodule=dm
+    )
+    feats = model.features
+    assert feats.is_fitted and torch.allclose(feats.knots, torch.linspace(0, 1, len(ENERGIES)))
+    # the fitted statistics are those of the file, energy by energy
+    from fastsim.data.tensors import TrainingTensors
+
+    rows = TrainingTensors(tensors_file).read()
+    for i, c in enumerate(np.unique(rows["cond"][:, 0])):
+        r = rows["x"][rows["cond"][:, 0] == c].sum(axis=1)
+        assert float(feats.mean[i, 0]) == pytest.approx(r.mean(), rel=1e-5)
+        assert float(feats.std[i, 0]) == pytest.approx(r.std(), rel=1e-3)
+    (ckpt,) = glob.glob(str(tmp_path / "*.ckpt"))
+    loaded = load_generator(ckpt)
+    assert loaded.features.is_fitted
+    torch.testing.assert_close(loaded.features.std, feats.std)
+    # a plain DataLoader cannot fit the statistics: a clear error, not a silent unfitted critic
+    plain = model_for(WGANGP, dm, critic_features="energy")
+    with pytest.raises(FastsimError, match="energy features need the training data"):
+        trainer(str(tmp_path / "p"), max_epochs=1).fit(plain, train_dataloaders=dm.train_dataloader())
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

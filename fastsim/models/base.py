@@ -74,6 +74,9 @@ class ShowerGeneratorModule(L.LightningModule):
         self.voxel_transform: nn.Module = build_transform(transform or {"class": "DivideByIncident"})
         self.hparams["transform"] = self.voxel_transform.config()
         self.hparams["condition"] = self.condition_transform.config()
+        #: per-energy standardised energy observables (EnergyFeatures), set by subclasses that use them
+        self.features: nn.Module | None = None
+        self._identity_fractions = transform_classes(self.hparams["transform"]) == ["DivideByIncident"]
 
     # ------------------------------------------------------------------ properties
     @property
@@ -89,12 +92,18 @@ class ShowerGeneratorModule(L.LightningModule):
         return int(self.hparams["latent_dim"])
 
     @property
+    def noise_dim(self) -> int:
+        """Width of generation's noise input: ``latent_dim``, plus any observation noise the
+        decoding network draws from (see :class:`fastsim.models.vae.ShowerVAE` ``decode="sample"``)."""
+        return self.latent_dim
+
+    @property
     def n_conditions(self) -> int:
         return int(self.hparams["n_conditions"])
 
     # ------------------------------------------------------------------ inference
     def decoder_network(self) -> nn.Module:  # pragma: no cover - abstract
-        """The network ``(noise (n, latent_dim), cond (n, C)) -> model-space voxels (n, V)`` used to generate."""
+        """The network ``(noise (n, noise_dim), cond (n, C)) -> model-space voxels (n, V)`` used to generate."""
         raise NotImplementedError
 
     def decode(self, noise: Tensor, cond: Tensor) -> Tensor:
@@ -106,13 +115,13 @@ class ShowerGeneratorModule(L.LightningModule):
         return self.decode(noise, cond)
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Standard-normal latent noise, shape (n, latent_dim), float32, on the model's device.
+        """Standard-normal noise, shape (n, noise_dim), float32, on the model's device.
 
         With a ``generator`` the noise is drawn on the generator's device (so a CPU generator gives
         the same numbers whatever the model's device) and then moved to the model's device.
         """
         device = self.device if generator is None else generator.device
-        z = torch.randn(int(n), self.latent_dim, generator=generator, device=device)
+        z = torch.randn(int(n), self.noise_dim, generator=generator, device=device)
         return z.to(self.device)
 
     def conditions(self, e_inc: Tensor, extra_conditions: Tensor | None = None) -> Tensor:
@@ -154,13 +163,45 @@ class ShowerGeneratorModule(L.LightningModule):
             return self.to_showers(self.decode(noise, cond), e)
 
     def export_module(self) -> nn.Module:
-        """An ONNX-traceable module ``(noise (n, latent_dim), e_inc (n, 1) MeV) -> (n, V) MeV``.
+        """An ONNX-traceable module ``(noise (n, noise_dim), e_inc (n, 1) MeV) -> (n, V) MeV``.
 
         Models with extra conditions take a third input ``extra (n, n_conditions − 1)``.
         """
         return ExportedGenerator(
             self.decoder_network(), self.condition_transform, self.voxel_transform, self.n_conditions
         )
+
+    # ------------------------------------------------------------------ energy features
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.features is not None and not self.features.is_fitted:
+            tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
+            if tensors is None:
+                raise FastsimError(
+                    f"{type(self).__name__}'s energy features need the training data to fit their "
+                    "statistics: train with a ShowerDataModule, or call model.fit_features(tensors) first"
+                )
+            self.fit_features(tensors)
+
+    def fit_features(self, tensors: Any, rows: int = 1 << 16) -> None:
+        """Fit the energy features' per-energy statistics on a :class:`TrainingTensors` file,
+        streamed ``rows`` at a time (every DDP rank reads the whole file: identical statistics)."""
+        if self.features is None:
+            raise FastsimError(f"this {type(self).__name__} uses no energy features")
+
+        def chunks():  # noqa: ANN202
+            for start in range(0, len(tensors), rows):
+                b = tensors.read(start, start + rows)
+                x, e = torch.from_numpy(b["x"]), torch.from_numpy(b["e_inc"])
+                yield self._fractions(x, e), b["cond"][:, 0]
+
+        self.features.fit_stream(chunks())
+
+    def _fractions(self, x: Tensor, e_inc: Tensor) -> Tensor:
+        """Voxel energies over the incident energy, (n, V), from model space."""
+        if self._identity_fractions:
+            return x
+        e = e_inc.reshape(-1, 1).to(x)
+        return self.voxel_transform.inverse(x, e.reshape(-1)) / e
 
     # ------------------------------------------------------------------ training noise
     def step_generator(self, *keys: int) -> torch.Generator:
@@ -260,7 +301,7 @@ def _to_showers(voxel_transform: nn.Module, x: Tensor, e_inc: Tensor) -> Tensor:
 
 
 class ExportedGenerator(nn.Module):
-    """``(noise (n, latent_dim), e_inc (n, 1) MeV[, extra (n, C−1)]) -> showers (n, V) MeV``.
+    """``(noise (n, noise_dim), e_inc (n, 1) MeV[, extra (n, C−1)]) -> showers (n, V) MeV``.
 
     Holds only what generation needs (the decoding network and the two transforms, sharing the
     system's parameters), so an ONNX export carries no critic or encoder.

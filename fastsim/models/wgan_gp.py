@@ -19,10 +19,12 @@ from fastsim.models.base import (
     ShowerGeneratorModule,
     transform_classes,
 )
+from fastsim.models.components.features import EnergyFeatures
 from fastsim.models.components.wgan import Critic, Generator
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]
+CriticFeatures = Literal["none", "energy", "energy_layers"]
 
 
 class WGANGP(ShowerGeneratorModule):
@@ -45,7 +47,17 @@ class WGANGP(ShowerGeneratorModule):
         lipschitz: "gp" (two-sided penalty), "gp_one_sided" or "clip" (weight clipping).
         lambda_gp: penalty weight λ.
         clip_value: c for weight clipping into [−c, c].
+        critic_features: extra critic inputs computed from each shower (:class:`EnergyFeatures`):
+            "none" (FastCaloGAN: voxels only), "energy" (E_tot/E_inc standardised per incident
+            energy) or "energy_layers" (and each layer's energy). The critic then acts on the
+            augmented event ``[x, w·u(x)]`` and the gradient penalty is taken in that space
+            (interpolating the augmented real and generated events), so the Wasserstein metric
+            weighs energy-response and resolution mismatches at O(1) whatever the energy.
+        feature_weight: w, the scale of the features against the voxels in that metric.
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
+
+    With critic features the statistics of the features are fitted from the data module's
+    training tensors at ``setup("fit")`` (or by :meth:`fit_features`) and saved in the checkpoint.
     """
 
     def __init__(
@@ -68,6 +80,8 @@ class WGANGP(ShowerGeneratorModule):
         lipschitz: Lipschitz = "gp",
         lambda_gp: float = 10.0,
         clip_value: float = 0.01,
+        critic_features: CriticFeatures = "none",
+        feature_weight: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -77,6 +91,12 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
         if n_critic < 1:
             raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
+        if critic_features not in ("none", "energy", "energy_layers"):
+            raise FastsimError(
+                f"critic_features must be 'none', 'energy' or 'energy_layers', got {critic_features!r}"
+            )
+        if not feature_weight > 0:
+            raise FastsimError(f"feature_weight must be > 0, got {feature_weight}")
         stages = transform_classes(self.hparams["transform"])
         if (
             output_activation.lower() in ("relu", "softplus", "sigmoid")
@@ -98,31 +118,49 @@ class WGANGP(ShowerGeneratorModule):
             generator_activation,
             output_activation,
         )
-        self.critic = Critic(v, n_conditions, self.hparams["critic_hidden"], critic_activation)
+        if critic_features != "none":
+            slices = [(sl.start, sl.stop) for sl in self.geometry.layer_slices]
+            self.features = EnergyFeatures(slices if critic_features == "energy_layers" else ())
+        n_feat = 0 if self.features is None else self.features.n_features
+        self.critic = Critic(v + n_feat, n_conditions, self.hparams["critic_hidden"], critic_activation)
         self.automatic_optimization = False
 
     def decoder_network(self) -> Generator:
         return self.generator
 
+    # ------------------------------------------------------------------ critic features
+    def critic_input(self, x: Tensor, cond: Tensor, e_inc: Tensor) -> Tensor:
+        """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features."""
+        if self.features is None:
+            return x
+        u = self.features(self._fractions(x, e_inc), cond[:, 0])
+        return torch.cat([x, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
+
     # ------------------------------------------------------------------ training
-    def critic_step(self, x: Tensor, cond: Tensor, rng: torch.Generator | None = None) -> dict[str, Tensor]:
+    def critic_step(
+        self, x: Tensor, cond: Tensor, rng: torch.Generator | None = None, e_inc: Tensor | None = None
+    ) -> dict[str, Tensor]:
         """Critic loss on one real batch and fresh fakes; returns the loss and detached diagnostics.
 
-        Shapes: x (n, V) model space, cond (n, C).
+        Shapes: x (n, V) model space, cond (n, C), e_inc (n,) MeV (needed with critic features
+        and a transform other than DivideByIncident).
         """
         hp = self.hparams
         n = x.shape[0]
         z = torch.randn(n, hp.latent_dim, device=self.device, generator=rng)
+        e = self._batch_energies(cond, e_inc)
         with torch.no_grad():
-            fake = self.generator(z, cond)
-        h_real = self.critic(x, cond)
+            fake = self.critic_input(self.generator(z, cond), cond, e)
+        real = self.critic_input(x, cond, e)
+        h_real = self.critic(real, cond)
         h_fake = self.critic(fake, cond)
         loss = critic_loss(h_real, h_fake)
         out = {"wasserstein": -loss.detach()}
         if hp.lipschitz != "clip":
             t = torch.rand(n, 1, device=self.device, generator=rng)
+            # in the critic's (augmented) input space: the metric the critic is Lipschitz in
             penalty, grad_norm = gradient_penalty(
-                self.critic, x, fake, cond, t, one_sided=hp.lipschitz == "gp_one_sided"
+                self.critic, real, fake, cond, t, one_sided=hp.lipschitz == "gp_one_sided"
             )
             loss = loss + hp.lambda_gp * penalty
             out["gradient_penalty"] = penalty.detach()
@@ -130,19 +168,28 @@ class WGANGP(ShowerGeneratorModule):
         out["critic_loss"] = loss
         return out
 
-    def generator_step(self, cond: Tensor, rng: torch.Generator | None = None) -> Tensor:
+    def generator_step(
+        self, cond: Tensor, rng: torch.Generator | None = None, e_inc: Tensor | None = None
+    ) -> Tensor:
         """Generator loss ``−mean h(G(z))`` for fresh noise at the batch's conditions (n, C)."""
         z = torch.randn(cond.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
-        return generator_loss(self.critic(self.generator(z, cond), cond))
+        fake = self.critic_input(self.generator(z, cond), cond, self._batch_energies(cond, e_inc))
+        return generator_loss(self.critic(fake, cond))
+
+    def _batch_energies(self, cond: Tensor, e_inc: Tensor | None) -> Tensor:
+        # only transforms other than DivideByIncident need E_inc to make fractions
+        if e_inc is not None:
+            return e_inc
+        return self.condition_transform.inverse(cond[:, 0])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        x, cond = batch["x"], batch["cond"]
+        x, cond, e_inc = batch["x"], batch["cond"], batch.get("e_inc")
         opt_c, opt_g = self.optimizers()
         rng = self.step_generator(self.global_step)
         log_due = self._log_due(self.global_step // (self.hparams.n_critic + 1))
         self.toggle_optimizer(opt_c)
         for _ in range(self.hparams.n_critic):
-            c = self.critic_step(x, cond, rng)
+            c = self.critic_step(x, cond, rng, e_inc)
             if log_due:
                 self._check_finite(c["critic_loss"], "the critic loss")
             opt_c.zero_grad(set_to_none=True)
@@ -154,7 +201,7 @@ class WGANGP(ShowerGeneratorModule):
 
         # the critic's weights take no gradient here: only the generator is updated
         self.toggle_optimizer(opt_g)
-        g_loss = self.generator_step(cond, rng)
+        g_loss = self.generator_step(cond, rng, e_inc)
         if log_due:
             self._check_finite(g_loss, "the generator loss")
         opt_g.zero_grad(set_to_none=True)
@@ -171,10 +218,12 @@ class WGANGP(ShowerGeneratorModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         # the critic's Wasserstein estimate on held-out data (no penalty: it needs input gradients)
         x, cond = batch["x"], batch["cond"]
+        e = self._batch_energies(cond, batch.get("e_inc"))
         # the same noise at every validation, so epochs are compared on equal terms
         rng = self.step_generator(VALIDATION_STREAM, batch_idx)
         z = torch.randn(x.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
-        w = self.critic(x, cond).mean() - self.critic(self.generator(z, cond), cond).mean()
+        fake = self.critic_input(self.generator(z, cond), cond, e)
+        w = self.critic(self.critic_input(x, cond, e), cond).mean() - self.critic(fake, cond).mean()
         self.log("val/wasserstein", w, on_epoch=True, batch_size=x.shape[0], sync_dist=True)
 
     # ------------------------------------------------------------------ optimisers
