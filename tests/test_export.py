@@ -19,7 +19,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module", params=["wgan", "vae"])
+@pytest.fixture(scope="module", params=["wgan", "vae", "vae_energy"])
 def exported(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[str, Path, Path]:
@@ -76,7 +76,7 @@ def test_metadata_and_dynamic_batch(exported: tuple[str, Path, Path]) -> None:
     # the batch axis is symbolic, the feature axes fixed
     noise_dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert noise_dims[0].dim_param and not noise_dims[0].dim_value
-    assert noise_dims[1].dim_value == model.latent_dim
+    assert noise_dims[1].dim_value == model.noise_dim
     onnx.checker.check_model(proto)
 
 

@@ -129,7 +129,7 @@ TRAIN_ENERGIES = (256.0, 1024.0, 4096.0, 16384.0)
 #: about the right fraction of E_inc at this seed, so its output also passes validation's unit
 #: check. A barely trained generator can deposit several times E_inc (other seeds do), which
 #: validation rightly reports: these runs are for testing generation, not training.
-TRAINING = {"wgan": (1, 5), "vae": (3, 15)}
+TRAINING = {"wgan": (1, 5), "vae": (3, 15), "vae_energy": (3, 15)}
 
 
 def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
@@ -176,6 +176,8 @@ def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
     else:
         from fastsim.models.vae import ShowerVAE
 
+        # "vae_energy": the energy head and sampled voxels (noise = z, ε_u, 2·V observation noise)
+        energy = model_name == "vae_energy"
         model = ShowerVAE(
             **common,
             latent_dim=4,
@@ -183,7 +185,12 @@ def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
             decoder_hidden=(16,),
             n_importance_samples=2,
             lr=3e-2,
+            energy_head=energy,
+            energy_hidden=(8,),
+            decode="sample" if energy else "mean",
         )
+        if energy:  # what setup() does from a ShowerDataModule's file
+            model.features.fit_stream([(x, cond[:, 0].numpy())])
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=4, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

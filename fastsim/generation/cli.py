@@ -192,7 +192,7 @@ def generate_main(argv: list[str]) -> int:
 def _export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="fastsim export",
-        description="Export a generator checkpoint to ONNX: inputs noise (n, latent_dim) and e_inc (n, 1) MeV, "
+        description="Export a generator checkpoint to ONNX: inputs noise (n, noise_dim) and e_inc (n, 1) MeV, "
         "output showers (n, n_voxels) MeV, preprocessing inverse included; geometry and provenance in metadata.",
     )
     p.add_argument("--checkpoint", "-c", required=True, help="generator checkpoint (.ckpt)")
@@ -213,7 +213,7 @@ def export_main(argv: list[str]) -> int:
         raise InputFileError(args.checkpoint, "checkpoint not found")
     info = export_onnx(args.checkpoint, args.output, opset=args.opset, overwrite=args.overwrite)
     print(
-        f"{info.path}: ONNX opset {info.opset} ({info.exporter} exporter), {info.n_voxels} voxels, latent {info.latent_dim}"
+        f"{info.path}: ONNX opset {info.opset} ({info.exporter} exporter), {info.n_voxels} voxels, noise width {info.noise_dim}"
     )
     return 0
 

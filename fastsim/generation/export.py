@@ -1,10 +1,10 @@
 """``fastsim export``: a generator checkpoint as a self-contained ONNX model.
 
-The exported graph is ``model.export_module()``: inputs ``noise`` (n, latent_dim) float32 and
+The exported graph is ``model.export_module()``: inputs ``noise`` (n, noise_dim) float32 and
 ``e_inc`` (n, 1) float32 MeV, output ``showers`` (n, n_voxels) float32 MeV, with the inverse
 preprocessing inside, so a C++/ONNX Runtime user needs nothing but the file. The batch axis is
 dynamic. The model's ``metadata_props`` hold the geometry (JSON, :meth:`Geometry.to_json`), the
-latent dimension, the input/output names and units, and the provenance (package version,
+latent and noise dimensions, the input/output names and units, and the provenance (package version,
 checkpoint path and sha256, model class, hyper-parameters).
 
 The default (``torch.export``-based, "dynamo") exporter is tried first; if it fails the
@@ -35,12 +35,12 @@ class ExportInfo:
     opset: int
     exporter: str
     n_voxels: int
-    latent_dim: int
+    noise_dim: int
     max_abs_diff: float | None = None
 
 
 def _example_inputs(model: Any, n: int, seed: int = 0) -> tuple[Any, Any]:
-    """``(noise (n, latent_dim), e_inc (n, 1) MeV)`` with energies spread over 1 GeV – 100 GeV."""
+    """``(noise (n, noise_dim), e_inc (n, 1) MeV)`` with energies spread over 1 GeV – 100 GeV."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -94,10 +94,11 @@ def onnx_metadata(model: Any, checkpoint: str | os.PathLike | None, exporter: st
         producer="fastsim-export",
         geometry=model.geometry.to_json(),
         latent_dim=int(model.latent_dim),
+        noise_dim=int(model.noise_dim),
         n_voxels=int(model.geometry.n_voxels),
         inputs=json.dumps(
             {
-                "noise": "float32 (batch, latent_dim), standard normal",
+                "noise": f"float32 (batch, {int(model.noise_dim)}), standard normal",
                 "e_inc": "float32 (batch, 1), incident energy in MeV",
             }  # fmt: skip
         ),
@@ -198,6 +199,6 @@ def export_onnx(
         int(opset_used),
         exporter,
         int(model.geometry.n_voxels),
-        int(model.latent_dim),
+        int(model.noise_dim),
         diff,
     )

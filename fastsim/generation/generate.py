@@ -167,6 +167,7 @@ def run_attributes(
         device=device,
         geometry=model.geometry.to_json(),
         latent_dim=int(model.latent_dim),
+        noise_dim=int(model.noise_dim),
         energies=plan.describe(),
         n_showers=len(plan),
         **_model_description(model),

@@ -6,9 +6,11 @@ zero-inflated log-normal on the model-space targets (energy fractions, see
 ``E_q[log p(x|z)] − β_t KL(q‖p)`` with ``β_t = β · min(1, step / kl_warmup_steps)``.
 Validation logs the ELBO (β = 1) and the importance-sampled log-likelihood
 ``log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x)``, z_k ~ q (Burda et al. 2016), both in nats per event.
-Generation decodes deterministically: by default the decoder mean E[x|z,c] (see
-:func:`fastsim.models.components.vae.decode_mean` for why), so showers vary through the latent
-noise only.
+Generation either decodes deterministically, the decoder mean E[x|z,c] (``decode="mean"``; see
+:func:`fastsim.models.components.vae.decode_mean`) or the median, so that showers vary through the
+latent noise only, or draws from the likelihood p(x|z,c) itself (``decode="sample"``), which adds
+the per-voxel fluctuations the model has learnt; the observation noise is then part of the noise
+input (``noise_dim = latent_dim + 2·V``), so generation, seeds and ONNX export work unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from fastsim.models.base import (
     ShowerGeneratorModule,
     transform_classes,
 )
-from fastsim.models.components.vae import DECODERS, Decoder, Encoder
+from fastsim.models.components.features import EnergyFeatures
+from fastsim.models.components.vae import DECODERS, Decoder, Encoder, EnergyHead, decode_sample
 from fastsim.models.losses import (
     gaussian_log_prob,
     kl_standard_normal,
@@ -35,16 +38,44 @@ from fastsim.models.losses import (
 )
 
 
-class _PointDecoder(nn.Module):
-    """``(z, cond) -> model-space voxels``: the decoder followed by a deterministic point estimate."""
+class _GenerationDecoder(nn.Module):
+    """``(noise, cond) -> model-space voxels``: what generation runs (and ONNX exports).
 
-    def __init__(self, decoder: Decoder, mode: str) -> None:
+    Noise layout: ``[z (latent_dim), ε_u (1, with the energy head), ε_empty (V), ε_value (V)
+    (decode="sample")]``, all standard normal. Without the energy head the decoded voxels are the
+    shower; with it they are its shape, normalised to 1 and scaled by ``E_tot/E_inc = m(c) +
+    s(c)·u``, ``u ~ N(μ_u, σ_u²)`` from the head.
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        latent_dim: int,
+        n_voxels: int,
+        mode: str,
+        head: EnergyHead | None = None,
+        features: EnergyFeatures | None = None,
+    ) -> None:
         super().__init__()
-        self.decoder = decoder
-        self.point = DECODERS[mode]
+        self.decoder, self.head, self.features = decoder, head, features
+        self.latent_dim, self.n_voxels, self.mode = int(latent_dim), int(n_voxels), mode
 
-    def forward(self, z: Tensor, cond: Tensor) -> Tensor:
-        return self.point(*self.decoder(z, cond))
+    def forward(self, noise: Tensor, cond: Tensor) -> Tensor:
+        k, v = self.latent_dim, self.n_voxels
+        z, i = noise[:, :k], k
+        params = self.decoder(z, cond)
+        if self.head is not None:
+            eps_u, i = noise[:, i : i + 1], i + 1
+        if self.mode == "sample":
+            x = decode_sample(*params, noise[:, i : i + v], noise[:, i + v : i + 2 * v])
+        else:
+            x = DECODERS[self.mode](*params)
+        if self.head is None or self.features is None:
+            return x
+        mu_u, log_sigma_u = self.head(z, cond)
+        u = mu_u.unsqueeze(1) + torch.exp(log_sigma_u).unsqueeze(1) * eps_u
+        r = self.features.destandardise(u, cond[:, 0]).clamp(min=0.0)
+        return x / x.sum(dim=1, keepdim=True).clamp(min=1e-12) * r
 
 
 class ShowerVAE(ShowerGeneratorModule):
@@ -62,8 +93,16 @@ class ShowerVAE(ShowerGeneratorModule):
         kl_warmup_steps: steps over which the KL weight rises linearly from 0 to ``beta`` (0: none).
         n_importance_samples: K for the importance-sampled log-likelihood at validation.
         zero_threshold: model-space values ``<=`` this count as empty voxels.
-        decode: generation's point estimate of p(x|z,c): "mean" (unbiased energy) or "median"
-            (empty voxels stay empty; see :mod:`fastsim.models.components.vae`).
+        decode: how generation turns p(x|z,c) into a shower: "mean" (unbiased energy), "median"
+            (empty voxels stay empty; see :mod:`fastsim.models.components.vae`) or "sample" (a
+            draw, with per-voxel fluctuations; noise_dim = latent_dim + 2·V).
+        energy_head: model the shower as (u, shape): ``u`` its E_tot/E_inc standardised per
+            incident energy (:class:`EnergyFeatures`, fitted from the training data at setup) with
+            a Gaussian ``p(u|z,c)``, and the shape ``x / Σx`` with the zero-inflated log-normal.
+            Generation scales the decoded shape (normalised to 1) to the sampled energy, so the
+            response and resolution are learnt directly instead of as a sum of V noisy voxels.
+            Adds one noise column.
+        energy_hidden: hidden widths of the energy head.
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
     """
 
@@ -83,7 +122,9 @@ class ShowerVAE(ShowerGeneratorModule):
         kl_warmup_steps: int = 0,
         n_importance_samples: int = 32,
         zero_threshold: float = 0.0,
-        decode: Literal["mean", "median"] = "mean",
+        decode: Literal["mean", "median", "sample"] = "mean",
+        energy_head: bool = False,
+        energy_hidden: tuple[int, ...] = (64, 64),
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -91,8 +132,8 @@ class ShowerVAE(ShowerGeneratorModule):
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)
         if beta < 0 or kl_warmup_steps < 0 or n_importance_samples < 1:
             raise FastsimError("need beta >= 0, kl_warmup_steps >= 0 and n_importance_samples >= 1")
-        if decode not in DECODERS:
-            raise FastsimError(f"decode must be one of {sorted(DECODERS)}, got {decode!r}")
+        if decode not in (*DECODERS, "sample"):
+            raise FastsimError(f"decode must be one of {sorted([*DECODERS, 'sample'])}, got {decode!r}")
         stages = transform_classes(self.hparams["transform"])
         if not set(stages) <= NON_NEGATIVE_TRANSFORMS:
             raise FastsimError(
@@ -101,29 +142,67 @@ class ShowerVAE(ShowerGeneratorModule):
             )
         self.hparams["encoder_hidden"] = tuple(encoder_hidden)
         self.hparams["decoder_hidden"] = tuple(decoder_hidden)
+        self.hparams["energy_hidden"] = tuple(energy_hidden)
         v = self.n_voxels
-        self.encoder = Encoder(v, n_conditions, latent_dim, self.hparams["encoder_hidden"], activation)
+        self.energy_head: EnergyHead | None = None
+        if energy_head:
+            self.features = EnergyFeatures(())
+            self.energy_head = EnergyHead(latent_dim, n_conditions, self.hparams["energy_hidden"], activation)
+        # with the energy head the encoder sees the representation the likelihood models: [shape, u]
+        enc_in = v + (1 if energy_head else 0)
+        self.encoder = Encoder(enc_in, n_conditions, latent_dim, self.hparams["encoder_hidden"], activation)
         self.decoder = Decoder(latent_dim, n_conditions, v, self.hparams["decoder_hidden"], activation)
 
+    @property
+    def noise_dim(self) -> int:
+        extra = 1 if self.energy_head is not None else 0
+        if self.hparams["decode"] == "sample":
+            extra += 2 * self.n_voxels
+        return self.latent_dim + extra
+
     def decoder_network(self) -> nn.Module:
-        # built on demand (not a registered submodule) so the decoder's weights appear once in the state_dict
-        return _PointDecoder(self.decoder, self.hparams["decode"])
+        # built on demand (not a registered submodule) so the weights appear once in the state_dict
+        return _GenerationDecoder(
+            self.decoder, self.latent_dim, self.n_voxels, self.hparams["decode"], self.energy_head, self.features
+        )
 
     # ------------------------------------------------------------------ likelihood
+    def represent(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor | None]:
+        """What the likelihood models: ``(x, None)``, or with the energy head ``(shape, u)`` with
+        ``shape = x / Σx`` (n, V) and ``u`` (n,) the standardised E_tot/E_inc."""
+        if self.energy_head is None:
+            return x, None
+        r = x.sum(dim=1, keepdim=True)
+        u = self.features(x, cond[:, 0])[:, 0]
+        return x / r.clamp(min=1e-12), u
+
+    def encode(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x,c): (mu, logvar), each (n, latent_dim)."""
+        y, u = self.represent(x, cond)
+        return self.encoder(y if u is None else torch.cat([y, u.unsqueeze(1)], dim=1), cond)
+
     def log_likelihood(self, x: Tensor, z: Tensor, cond: Tensor) -> Tensor:
-        """log p(x | z, c) in nats. Shapes: x (n, V), z (..., n, latent), cond (n, C) -> (..., n)."""
+        """log p(x | z, c) in nats (with the energy head: log p(u|z,c) + log p(shape|z,c)).
+        Shapes: x (n, V), z (..., n, latent), cond (n, C) -> (..., n)."""
         lead = z.shape[:-2]
         z_flat = z.reshape(-1, z.shape[-1])
         cond_rep = cond.expand(*lead, *cond.shape).reshape(-1, cond.shape[-1])
+        y, u = self.represent(x, cond)
         zero_logit, mu, log_sigma = self.decoder(z_flat, cond_rep)
         shape = (*lead, *x.shape)
-        return zero_inflated_lognormal_log_prob(
-            x.expand(shape),
+        out = zero_inflated_lognormal_log_prob(
+            y.expand(shape),
             zero_logit.reshape(shape),
             mu.reshape(shape),
             log_sigma.reshape(shape),
             self.hparams.zero_threshold,
         )
+        if u is not None:
+            mu_u, log_sigma_u = self.energy_head(z_flat, cond_rep)
+            out = out + gaussian_log_prob(
+                u.expand(*lead, -1).reshape(-1, 1), mu_u.unsqueeze(1), 2.0 * log_sigma_u.unsqueeze(1)
+            ).reshape(out.shape)
+        return out
 
     def log_weights(self, x: Tensor, cond: Tensor, k: int, rng: torch.Generator | None = None) -> Tensor:
         """Importance log-weights ``log p(x|z_k) + log p(z_k) − log q(z_k|x)``, z_k ~ q: shape (k, n).
@@ -131,7 +210,7 @@ class ShowerVAE(ShowerGeneratorModule):
         Their mean over k is an unbiased ELBO estimate; ``logsumexp − log k`` is the
         importance-sampled log-likelihood, never below that mean (Jensen, sample by sample).
         """
-        mu, logvar = self.encoder(x, cond)
+        mu, logvar = self.encode(x, cond)
         eps = torch.randn((k, *mu.shape), device=mu.device, dtype=mu.dtype, generator=rng)
         z = mu + torch.exp(0.5 * logvar) * eps
         return (
@@ -156,7 +235,7 @@ class ShowerVAE(ShowerGeneratorModule):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, cond = batch["x"], batch["cond"]
         rng = self.step_generator(self.global_step)
-        mu, logvar = self.encoder(x, cond)
+        mu, logvar = self.encode(x, cond)
         z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, device=mu.device, generator=rng)
         rec = self.log_likelihood(x, z, cond).mean()
         kl = kl_standard_normal(mu, logvar).mean()

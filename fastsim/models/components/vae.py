@@ -64,6 +64,22 @@ class Decoder(nn.Module):
         return zero_logit, mu, log_sigma.clamp(LOG_SIGMA_MIN, LOG_SIGMA_MAX)
 
 
+class EnergyHead(nn.Module):
+    """``p(u | z, c) = N(μ_u, σ_u²)`` for the shower's standardised total energy ``u``
+    (:class:`fastsim.models.components.features.EnergyFeatures`).
+
+    Shapes: z (n, latent_dim), cond (n, C) -> (mu (n,), log_sigma (n,)).
+    """
+
+    def __init__(self, latent_dim: int, n_conditions: int, hidden: Sequence[int], act: str = "silu") -> None:
+        super().__init__()
+        self.net = MLP(latent_dim + n_conditions, hidden, 2, act=act, out_act="none")
+
+    def forward(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        mu, log_sigma = self.net(torch.cat([z, cond], dim=1)).unbind(1)
+        return mu, log_sigma.clamp(LOG_SIGMA_MIN, 3.0)
+
+
 def decode_mean(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
     """The decoder's conditional expectation ``E[x | z, c] = (1 − π) exp(μ + σ²/2)`` per voxel.
 
@@ -84,5 +100,21 @@ def decode_median(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor | None = Non
     return torch.where(zero_logit > 0, torch.zeros_like(mu), torch.exp(mu))
 
 
-#: ShowerVAE's ``decode`` options
+def decode_sample(
+    zero_logit: Tensor, mu: Tensor, log_sigma: Tensor, eps_zero: Tensor, eps_value: Tensor
+) -> Tensor:
+    """A draw from p(x | z, c) given standard-normal noise: the voxel is empty when
+    ``Φ(eps_zero) < π`` (probability π), else ``exp(μ + σ·eps_value)``.
+
+    Written with ``erf`` so that the ONNX graph carries it. Values are capped at 1 (a voxel
+    cannot hold more than the incident energy: the log-normal's far tail would otherwise give
+    showers many times E_inc). Shapes: all (n, V) -> (n, V), >= 0.
+    """
+    p_empty = torch.sigmoid(zero_logit)
+    u = 0.5 * (1.0 + torch.erf(eps_zero * (1.0 / math.sqrt(2.0))))
+    value = torch.exp(mu + torch.exp(log_sigma) * eps_value).clamp(max=1.0)
+    return torch.where(u < p_empty, torch.zeros_like(value), value)
+
+
+#: ShowerVAE's deterministic ``decode`` options ("sample" draws from the likelihood, see decode_sample)
 DECODERS = {"mean": decode_mean, "median": decode_median}
