@@ -51,7 +51,7 @@ def configs_dir() -> Path:
 
 def split_reference(
     reference: str | os.PathLike, train_out: str | os.PathLike, heldout_out: str | os.PathLike,
-    heldout_fraction: float, seed: int,
+    heldout_fraction: float, seed: int, leave_out: tuple[float, ...] = (),
 ) -> tuple[int, int]:
     """Split a CaloChallenge file per incident energy into training and held-out files.
 
@@ -60,6 +60,8 @@ def split_reference(
         train_out, heldout_out: files to write (atomic).
         heldout_fraction: fraction of the showers of each energy held out, in (0, 1).
         seed: seed of the random split.
+        leave_out: incident energies (MeV) kept out of training entirely: all their showers go
+            to the held-out file (the interpolation study).
 
     Returns:
         (number of training showers, number of held-out showers).
@@ -74,7 +76,20 @@ def split_reference(
         src_attrs = dict(f.attrs)
     rng = np.random.default_rng(seed)
     held = np.zeros(len(e_inc), dtype=bool)
-    for energy in np.unique(e_inc):
+    energies = np.unique(e_inc)
+    for e_out in leave_out:
+        match = np.isclose(energies, e_out, rtol=1e-6, atol=0.0)
+        if not match.any():
+            raise FastsimError(
+                f"{reference}: --leave-out {e_out:g} MeV is not one of its incident energies "
+                f"({', '.join(f'{e:g}' for e in energies)} MeV)"
+            )
+        held |= np.isclose(e_inc, energies[match][0], rtol=1e-6, atol=0.0)
+    if held.all():
+        raise FastsimError(f"{reference}: --leave-out leaves no energy to train on")
+    for energy in energies:
+        if np.isclose(energy, np.asarray(leave_out, dtype=float), rtol=1e-6, atol=0.0).any():
+            continue
         idx = np.flatnonzero(e_inc == energy)
         k = max(1, int(round(heldout_fraction * len(idx))))
         held[rng.choice(idx, size=k, replace=False)] = True
@@ -146,8 +161,13 @@ def _max_time(minutes: float) -> str:
     return f"00:{total // 3600:02d}:{(total % 3600) // 60:02d}:{total % 60:02d}"
 
 
-def summarize(metrics_path: Path) -> list[str]:
-    """Short text summary of a benchmark's metrics.json: agreement per energy and classifier AUC."""
+def _in(energy: Any, energies: tuple[float, ...]) -> bool:
+    return energy is not None and bool(np.isclose(float(energy), energies, rtol=1e-6, atol=0.0).any())
+
+
+def summarize(metrics_path: Path, left_out: tuple[float, ...] = ()) -> list[str]:
+    """Short text summary of a benchmark's metrics.json: agreement per energy and classifier AUC;
+    energies in ``left_out`` (MeV) are marked "not trained"."""
     m = json.loads(metrics_path.read_text())
     lines = [f"    {'E_inc':>10}  {'response gen/G4':>16}  {'resolution gen/G4':>18}  {'sep. power':>10}"]
     for row in m["response"]["per_energy"]:
@@ -161,6 +181,7 @@ def summarize(metrics_path: Path) -> list[str]:
         lines.append(
             f"    {row['label']:>10}  {fmt(row.get('response_ratio'), row.get('response_ratio_unc')):>16}  "
             f"{fmt(row.get('resolution_ratio'), row.get('resolution_ratio_unc')):>18}  {fmt(sep):>10}"
+            + ("  (not trained: interpolated)" if _in(row.get("energy"), left_out) else "")
         )
     for kind, res in (m.get("classifier") or {}).items():
         if isinstance(res, dict) and res.get("auc") is not None:
@@ -178,6 +199,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="training wall time per model (default 5)")
     parser.add_argument("--heldout-fraction", type=float, default=0.3,
                         help="fraction of Geant4 showers per energy kept out of training (default 0.3)")
+    parser.add_argument("--leave-out", type=float, action="append", default=[], metavar="MEV",
+                        help="interpolation study: keep this incident energy (MeV) out of training, "
+                             "benchmark the model there (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", default=None, help="CaloChallenge file to use instead of the embedded set")
     parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
@@ -196,8 +220,11 @@ def main(argv: list[str]) -> int:
 
     t0 = _step(f"1. split {reference} into training and held-out Geant4 showers")
     train_h5, held_h5 = out / "g4_train.h5", out / "g4_heldout.h5"
-    n_train, n_held = split_reference(reference, train_h5, held_h5, args.heldout_fraction, args.seed)
+    n_train, n_held = split_reference(reference, train_h5, held_h5, args.heldout_fraction, args.seed,
+                                      tuple(args.leave_out))
     print(f"    {n_train} training showers -> {train_h5}\n    {n_held} held-out showers -> {held_h5}")
+    if args.leave_out:
+        print("    left out of training (interpolation): " + ", ".join(f"{e:g} MeV" for e in args.leave_out))
     _done(t0)
 
     t0 = _step("2. data prep: training tensors")
@@ -227,7 +254,8 @@ def main(argv: list[str]) -> int:
         if args.classifier_epochs is not None:
             bench += ["--classifier-epochs", str(args.classifier_epochs)]
         _run(bench)
-        summaries[model] = [f"  {model}: report {report / 'report.md'}", *summarize(report / "metrics.json")]
+        summaries[model] = [f"  {model}: report {report / 'report.md'}",
+                            *summarize(report / "metrics.json", tuple(args.leave_out))]
         _done(t0)
 
     print(f"\n=== summary (total {time.perf_counter() - t_start:.0f} s)")

@@ -70,3 +70,21 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_demo_rejects_unknown_model(tmp_path, capsys):
     assert cli_main(["demo", "--models", "flow", "--out", str(tmp_path)]) == 2
     assert "unknown model 'flow'" in capsys.readouterr().err
+
+
+def test_split_reference_leave_out_keeps_an_energy_out_of_training(tmp_path):
+    ref = tmp_path / "ref.h5"
+    _reference(ref, energies=(1024.0, 4096.0, 16384.0))
+    train, held = tmp_path / "train.h5", tmp_path / "held.h5"
+    n_train, n_held = split_reference(ref, train, held, 0.25, seed=1, leave_out=(4096.0,))
+    with open_calochallenge(train) as f:
+        e_train = f.read()[0]
+    with open_calochallenge(held) as f:
+        e_held = f.read()[0]
+    assert 4096.0 not in set(e_train.tolist())
+    assert int((e_held == 4096.0).sum()) == 120  # every shower of the left-out energy is held out
+    assert int((e_held == 1024.0).sum()) == 30 and n_train + n_held == 360
+    with pytest.raises(FastsimError, match=r"--leave-out 5000 MeV is not one of its incident energies"):
+        split_reference(ref, train, held, 0.25, seed=1, leave_out=(5000.0,))
+    with pytest.raises(FastsimError, match="leaves no energy to train on"):
+        split_reference(ref, train, held, 0.25, seed=1, leave_out=(1024.0, 4096.0, 16384.0))
