@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from fastsim.data.hdf5 import open_calochallenge, write_calochallenge
 from fastsim.errors import FastsimError
 from fastsim.geometry import Geometry
 from fastsim.pipeline import split_reference, summarize
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _reference(path, energies=(1024.0, 4096.0), n=120, seed=0):
@@ -65,6 +68,25 @@ def test_demo_end_to_end(tmp_path, capsys):
             assert f.n_showers == 72 and f.n_voxels == 368
         lines = summarize(out / model / "report" / "metrics.json")
         assert any("checks passed" in ln for ln in lines)
+    # the comparison tables of docs/results.md are made from these files
+    import runpy
+    import sys
+
+    capsys.readouterr()
+    argv = sys.argv
+    try:
+        sys.argv = ["results_table.py", f"G={out / 'wgan_gp/report/metrics.json'}",
+                    f"V={out / 'vae/report/metrics.json'}", "--energies"]  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            runpy.run_path(str(REPO / "scripts" / "results_table.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    table = capsys.readouterr().out
+    assert table.count("\n| G |") == 1 and table.count("\n| V |") == 1 and "**V**" in table
+    m = json.loads((out / "wgan_gp" / "report" / "metrics.json").read_text())
+    first = m["response"]["per_energy"][0]
+    assert f"| {first['label']} | {first['response_ratio']:.3f} ± " in table
 
 
 def test_demo_rejects_unknown_model(tmp_path, capsys):
