@@ -11,6 +11,10 @@ Steps, each with visible progress, all outputs under ``--out`` (default ``output
 5. ``fastsim benchmark`` generated vs held-out Geant4 -> ``report.md``/``metrics.json``/PNGs;
 6. a short summary: response and resolution agreement per energy, classifier AUC.
 
+Steps 3-5 run for each model; on a machine with several cores the models run side by side, one
+process each (``--jobs``), the cores shared between them, each printing its latest progress line
+every 30 s (full logs in ``<out>/<model>/log.txt``).
+
 Every step goes through the same command functions a user runs, so the demo exercises them.
 """
 
@@ -156,6 +160,107 @@ def train_model(model: str, tensors: Path, out: Path, minutes: float, seed: int,
     return Path(best)
 
 
+def run_model(
+    model: str, mdir: Path, *, tensors: Path, held_h5: Path, n_held: int, minutes: float, seed: int,
+    fit_args: list[str], classifier_epochs: int | None, step: int = 3,
+) -> Path:
+    """Train ``model``, generate like the held-out file and benchmark; return the report folder."""
+    t0 = _step(f"{step}. train {model} for {minutes:g} min (configs/model/{model}.yaml)")
+    ckpt = train_model(model, tensors, mdir, minutes, seed, fit_args)
+    print(f"    best checkpoint: {ckpt}")
+    _done(t0)
+
+    t0 = _step(f"{step + 1}. generate {n_held} showers at the held-out energies with {model}")
+    gen = mdir / "generated.h5"
+    _run(["generate", "--checkpoint", str(ckpt), "--like", str(held_h5), "-o", str(gen),
+          "--seed", str(seed), "--device", "cpu", "--overwrite"])
+    _done(t0)
+
+    t0 = _step(f"{step + 2}. benchmark {model} against held-out Geant4")
+    report = mdir / "report"
+    bench = ["benchmark", "--generated", str(gen), "--reference", str(held_h5), "--out", str(report),
+             "--seed", str(seed)]
+    if classifier_epochs is not None:
+        bench += ["--classifier-epochs", str(classifier_epochs)]
+    _run(bench)
+    _done(t0)
+    return report
+
+
+def _model_job(model: str, mdir: Path, log: Path, threads: int, kwargs: dict[str, Any]) -> None:
+    """:func:`run_model` in a worker process, its output (C level too) into ``log``; a failure
+    leaves its one-line message as the log's last line and a non-zero exit status."""
+    import torch
+
+    torch.set_num_threads(threads)
+    mdir.mkdir(parents=True, exist_ok=True)
+    with open(log, "w", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        sys.stdout = sys.stderr = f
+        try:
+            run_model(model, mdir, **kwargs)
+        except FastsimError as err:
+            print(f"error: {err}", flush=True)
+            sys.exit(2)
+
+
+def _last_line(path: Path, width: int = 110) -> str:
+    """The last progress line of a log (tqdm redraws with carriage returns)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    parts = [p.strip() for p in tail.replace("\r", "\n").split("\n") if p.strip()]
+    return parts[-1][:width] if parts else ""
+
+
+def run_models_parallel(models: list[str], out: Path, jobs: int, kwargs: dict[str, Any],
+                        every: float = 30.0) -> dict[str, Path]:
+    """Run :func:`run_model` for several models side by side (spawned processes, ``jobs`` at a
+    time, the cores shared out), printing each one's latest progress line every ``every`` seconds.
+    A failed model stops the others and raises with the model's last log line."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/h5py state
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    logs = {m: out / m / "log.txt" for m in models}
+    t0 = _step(f"3. train, generate and benchmark {', '.join(models)} side by side "
+               f"({jobs} processes, {threads} thread(s) each, {kwargs['minutes']:g} min of training each)")
+    for m in models:
+        print(f"    {m}: configs/model/{m}.yaml, log {logs[m]}")
+    queue, running = list(models), {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                m = queue.pop(0)
+                (out / m).mkdir(parents=True, exist_ok=True)
+                running[m] = ctx.Process(target=_model_job, args=(m, out / m, logs[m], threads, kwargs))
+                running[m].start()
+            deadline = time.monotonic() + every
+            while running and time.monotonic() < deadline and all(p.is_alive() for p in running.values()):
+                time.sleep(0.5)
+            stamp = f"    [{time.perf_counter() - t0:5.0f} s]"
+            for m, proc in list(running.items()):
+                if proc.is_alive():
+                    print(f"{stamp} {m}: {_last_line(logs[m])}", flush=True)
+                    continue
+                proc.join()
+                del running[m]
+                if proc.exitcode != 0:
+                    raise FastsimError(f"{m} failed (exit status {proc.exitcode}): {_last_line(logs[m], 400)} "
+                                       f"(full log: {logs[m]})")
+                print(f"{stamp} {m}: done, report {out / m / 'report' / 'report.md'}", flush=True)
+    finally:
+        for proc in running.values():
+            proc.terminate()
+            proc.join()
+    _done(t0)
+    return {m: out / m / "report" for m in models}
+
+
 def _max_time(minutes: float) -> str:
     total = max(1, int(round(minutes * 60)))
     return f"00:{total // 3600:02d}:{(total % 3600) // 60:02d}:{total % 60:02d}"
@@ -196,7 +301,12 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated: wgan_gp, vae (default both)")
-    parser.add_argument("--minutes", type=float, default=5.0, help="training wall time per model (default 5)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training wall time per model (default 10 when the models train side by side, "
+                             "5 one after the other)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="models trained side by side, one process each sharing the CPU cores "
+                             "(default: as many as models and cores allow; 1 = one after the other)")
     parser.add_argument("--heldout-fraction", type=float, default=0.3,
                         help="fraction of Geant4 showers per energy kept out of training (default 0.3)")
     parser.add_argument("--leave-out", type=float, action="append", default=[], metavar="MEV",
@@ -233,30 +343,19 @@ def main(argv: list[str]) -> int:
           "--seed", str(args.seed), "--overwrite"])
     _done(t0)
 
-    summaries: dict[str, list[str]] = {}
-    for i, model in enumerate(models):
-        mdir = out / model
-        t0 = _step(f"{3 + 3 * i}. train {model} for {args.minutes:g} min (configs/model/{model}.yaml)")
-        ckpt = train_model(model, tensors, mdir, args.minutes, args.seed, args.fit_arg)
-        print(f"    best checkpoint: {ckpt}")
-        _done(t0)
-
-        t0 = _step(f"{4 + 3 * i}. generate {n_held} showers at the held-out energies with {model}")
-        gen = mdir / "generated.h5"
-        _run(["generate", "--checkpoint", str(ckpt), "--like", str(held_h5), "-o", str(gen),
-              "--seed", str(args.seed), "--device", "cpu", "--overwrite"])
-        _done(t0)
-
-        t0 = _step(f"{5 + 3 * i}. benchmark {model} against held-out Geant4")
-        report = mdir / "report"
-        bench = ["benchmark", "--generated", str(gen), "--reference", str(held_h5), "--out", str(report),
-                 "--seed", str(args.seed)]
-        if args.classifier_epochs is not None:
-            bench += ["--classifier-epochs", str(args.classifier_epochs)]
-        _run(bench)
-        summaries[model] = [f"  {model}: report {report / 'report.md'}",
-                            *summarize(report / "metrics.json", tuple(args.leave_out))]
-        _done(t0)
+    jobs = args.jobs if args.jobs is not None else min(len(models), os.cpu_count() or 1)
+    jobs = max(1, min(jobs, len(models)))
+    minutes = args.minutes if args.minutes is not None else (10.0 if jobs > 1 else 5.0)
+    common = dict(tensors=tensors, held_h5=held_h5, n_held=n_held, minutes=minutes, seed=args.seed,
+                  fit_args=list(args.fit_arg), classifier_epochs=args.classifier_epochs)
+    if jobs == 1:
+        reports = {m: run_model(m, out / m, step=3 + 3 * i, **common) for i, m in enumerate(models)}
+    else:
+        reports = run_models_parallel(models, out, jobs, common)
+    summaries = {
+        m: [f"  {m}: report {r / 'report.md'}", *summarize(r / "metrics.json", tuple(args.leave_out))]
+        for m, r in reports.items()
+    }
 
     print(f"\n=== summary (total {time.perf_counter() - t_start:.0f} s)")
     for lines in summaries.values():

@@ -55,10 +55,15 @@ def test_demo_end_to_end(tmp_path, capsys):
     status = cli_main([
         "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out), "--minutes", "0.5",
         "--classifier-epochs", "2", "--fit-arg=--trainer.max_steps=60", "--fit-arg=--trainer.max_epochs=3",
+        "--jobs", "2",
     ])
     assert status == 0
     text = capsys.readouterr().out
     assert "=== summary" in text and "classifier AUC" in text
+    assert "side by side (2 processes" in text  # the two models trained at once, one process each
+    for model in ("wgan_gp", "vae"):
+        log = (out / model / "log.txt").read_text()
+        assert "best checkpoint" in log and "benchmark" in log
     for model in ("wgan_gp", "vae"):
         metrics = json.loads((out / model / "report" / "metrics.json").read_text())
         labels = [row["label"] for row in metrics["response"]["per_energy"]]
@@ -87,6 +92,20 @@ def test_demo_end_to_end(tmp_path, capsys):
     m = json.loads((out / "wgan_gp" / "report" / "metrics.json").read_text())
     first = m["response"]["per_energy"][0]
     assert f"| {first['label']} | {first['response_ratio']:.3f} ± " in table
+
+
+def test_demo_side_by_side_failure_names_the_model_and_its_log(tmp_path, capsys):
+    _reference(tmp_path / "ref.h5")
+    out = tmp_path / "demo"
+    status = cli_main([
+        "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out), "--minutes", "0.2", "--jobs", "2",
+        "--fit-arg=--trainer.no_such_option=1",
+    ])  # fmt: skip
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "wgan_gp failed (exit status 2)" in err or "vae failed (exit status 2)" in err
+    assert "log.txt" in err and "no_such_option" in (out / "wgan_gp" / "log.txt").read_text()
+    assert not (out / "wgan_gp" / "report").exists() and not (out / "vae" / "report").exists()
 
 
 def test_demo_rejects_unknown_model(tmp_path, capsys):
