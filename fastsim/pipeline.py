@@ -190,8 +190,19 @@ def run_model(
 def _model_job(model: str, mdir: Path, log: Path, threads: int, kwargs: dict[str, Any]) -> None:
     """:func:`run_model` in a worker process, its output (C level too) into ``log``; a failure
     leaves its one-line message as the log's last line and a non-zero exit status."""
+    import threading
+
     import torch
 
+    parent = os.getppid()
+
+    def orphan_watch() -> None:  # the demo was killed (even SIGKILL): do not train on alone
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)  # every file is written under a temporary name: nothing half-written stays
+
+    threading.Thread(target=orphan_watch, daemon=True).start()
     torch.set_num_threads(threads)
     mdir.mkdir(parents=True, exist_ok=True)
     with open(log, "w", buffering=1) as f:
@@ -232,6 +243,13 @@ def run_models_parallel(models: list[str], out: Path, jobs: int, kwargs: dict[st
     for m in models:
         print(f"    {m}: configs/model/{m}.yaml, log {logs[m]}")
     queue, running = list(models), {}
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise FastsimError("demo stopped by SIGTERM")
+
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)  # so that `finally` stops the workers
     try:
         while queue or running:
             while queue and len(running) < jobs:
@@ -254,8 +272,9 @@ def run_models_parallel(models: list[str], out: Path, jobs: int, kwargs: dict[st
                                        f"(full log: {logs[m]})")
                 print(f"{stamp} {m}: done, report {out / m / 'report' / 'report.md'}", flush=True)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for proc in running.values():
-            proc.terminate()
+            proc.kill()  # SIGKILL: Lightning defers SIGTERM to the end of a training step
             proc.join()
     _done(t0)
     return {m: out / m / "report" for m in models}

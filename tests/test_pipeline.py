@@ -129,3 +129,48 @@ def test_split_reference_leave_out_keeps_an_energy_out_of_training(tmp_path):
         split_reference(ref, train, held, 0.25, seed=1, leave_out=(5000.0,))
     with pytest.raises(FastsimError, match="leaves no energy to train on"):
         split_reference(ref, train, held, 0.25, seed=1, leave_out=(1024.0, 4096.0, 16384.0))
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_demo_killed_leaves_no_training_behind(tmp_path, sig):
+    """Killing `fastsim demo` (even with SIGKILL) stops the model processes it started."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _reference(tmp_path / "ref.h5")
+    out = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastsim.cli", "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out),
+         "--minutes", "10", "--jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+
+    def workers() -> list[int]:
+        found = []
+        for pid in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == proc.pid and b"spawn_main" in cmd:
+                found.append(int(pid))
+        return found
+
+    deadline = time.monotonic() + 120
+    while len(workers()) < 2 or not (out / "wgan_gp" / "log.txt").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the model processes never started"
+        time.sleep(0.5)
+    kids = workers()
+    proc.send_signal(getattr(signal, sig))
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while any(os.path.exists(f"/proc/{k}") and "Z" not in open(f"/proc/{k}/stat").read().rsplit(")", 1)[1][:3]
+              for k in kids):  # fmt: skip
+        assert time.monotonic() < deadline, f"model processes {kids} outlived the demo ({sig})"
+        time.sleep(0.5)
