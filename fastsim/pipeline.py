@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from importlib import resources
@@ -131,6 +132,8 @@ def train_model(model: str, tensors: Path, out: Path, minutes: float, seed: int,
     from fastsim.training.cli import run_fit
 
     cfg = configs_dir()
+    # the demo's own folder: checkpoints of an earlier demo run there must not mix with this one's
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
     args = [
         "--config", str(cfg / "model" / f"{model}.yaml"),
         "--config", str(cfg / "data" / "photons.yaml"),

@@ -97,6 +97,9 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_demo_side_by_side_failure_names_the_model_and_its_log(tmp_path, capsys):
     _reference(tmp_path / "ref.h5")
     out = tmp_path / "demo"
+    stale = out / "wgan_gp" / "checkpoints" / "best-epoch099-chi2sum0.001.ckpt"  # from an earlier demo
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
     status = cli_main([
         "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out), "--minutes", "0.2", "--jobs", "2",
         "--fit-arg=--trainer.no_such_option=1",
@@ -106,6 +109,7 @@ def test_demo_side_by_side_failure_names_the_model_and_its_log(tmp_path, capsys)
     assert "wgan_gp failed (exit status 2)" in err or "vae failed (exit status 2)" in err
     assert "log.txt" in err and "no_such_option" in (out / "wgan_gp" / "log.txt").read_text()
     assert not (out / "wgan_gp" / "report").exists() and not (out / "vae" / "report").exists()
+    assert not stale.exists()  # never picked up as this run's best checkpoint
 
 
 def test_demo_rejects_unknown_model(tmp_path, capsys):
