@@ -2,9 +2,11 @@
 
     python scripts/results_table.py LABEL=outputs/run/wgan_gp/report/metrics.json [LABEL=...] [--energies]
 
-Prints, per run: response and resolution ratios (generated / Geant4) at every energy with their
-uncertainties, the separation power of E_tot/E_inc, the mean separation power next to its
-finite-statistics floor, the classifier AUCs and the number of checks passed.
+Prints, per run: the range of the response and resolution ratios (generated / Geant4) over the
+energies, the mean separation power of E_tot/E_inc next to its finite-statistics floor, the mean
+separation power of the layer energies and of the shower shapes (centres, widths, sparsity per
+layer; all energies together), the classifier AUCs and the number of checks passed; with
+``--energies`` the per-energy ratios with their uncertainties.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ def _f(v: float | None, u: float | None = None, digits: int = 3) -> str:
     return f"{v:.{digits}f}" + (f" ± {u:.{digits}f}" if u is not None else "")
 
 
+def _mean_sep(results: list) -> float | None:
+    """Mean separation power over a list of comparison results (None entries skipped)."""
+    vals = [r["separation_power"] for r in results if r and r.get("separation_power") is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
 def load(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
@@ -32,8 +40,8 @@ def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
     """One row per run: worst response/resolution deviation, mean separation power, AUCs, checks."""
     lines = [
         "| run | response gen/G4 (range) | resolution gen/G4 (range) | mean sep. power (floor) "
-        "| AUC low-level | AUC high-level | checks passed |",
-        "|---|---|---|---|---|---|---|",
+        "| layer energies sep. | shower shapes sep. | AUC low-level | AUC high-level | checks passed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, m in runs:
         rows = m["response"]["per_energy"]
@@ -44,6 +52,8 @@ def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
         lines.append(
             f"| {label} | {min(resp):.3f} – {max(resp):.3f} | {min(reso):.2f} – {max(reso):.2f} "
             f"| {s['mean_separation_power_e_ratio']:.3f} ({s['mean_separation_power_floor']:.3f}) "
+            f"| {_f(_mean_sep(m['layers']['distributions']))} "
+            f"| {_f(_mean_sep([r for obs in m['shapes'].values() for r in obs['layers']]))} "
             f"| {_f(auc.get('low_level'))} | {_f(auc.get('high_level'))} "
             f"| {s['n_checks'] - s['n_failed']}/{s['n_checks']} |"
         )

@@ -46,6 +46,10 @@ class Generator(nn.Module):
     def forward(self, z: Tensor, cond: Tensor) -> Tensor:
         return self.net(torch.cat([z, cond], dim=1))
 
+    def last_linear(self) -> nn.Linear:
+        """The output layer (before the output activation)."""
+        return [m for m in self.net if isinstance(m, nn.Linear)][-1]
+
 
 class Critic(nn.Module):
     """``h(x, c)``: the WGAN critic, an unbounded real score per event.
