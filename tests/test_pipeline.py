@@ -64,6 +64,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     for model in ("wgan_gp", "vae"):
         log = (out / model / "log.txt").read_text()
         assert "best checkpoint" in log and "benchmark" in log
+    # the WGAN-GP is selected by the χ² of E_tot/E_inc, the VAE by its validation log-likelihood
+    assert list((out / "wgan_gp" / "checkpoints").glob("best-epoch*-chi2sum*.ckpt"))
+    assert list((out / "vae" / "checkpoints").glob("best-epoch*-ll*.ckpt"))
     for model in ("wgan_gp", "vae"):
         metrics = json.loads((out / model / "report" / "metrics.json").read_text())
         labels = [row["label"] for row in metrics["response"]["per_energy"]]

@@ -58,7 +58,7 @@ class WGANGP(ShowerGeneratorModule):
         output_init: "default" (PyTorch's init of the generator's last layer) or "mean_shower": at
             ``setup("fit")`` its bias is set to the mean training shower (model space) and its
             weights scaled by ``output_init_scale``, so training starts from a physical shower
-            with every voxel alive. With the default init a ReLU output starts ~100× too energetic;
+            with every voxel alive. With the default init a ReLU output starts ~30× too energetic;
             pulling it down kills most outputs for good (a ReLU unit negative for every input gets
             no gradient): 3–20 % of the voxels stay non-zero where Geant4 fills ~60 %.
         output_init_scale: factor on the last layer's initial weights with "mean_shower".
