@@ -365,10 +365,11 @@ class TestGenerate:
         try:
             # a KeyboardInterrupt that lands inside a finaliser is swallowed by Python: press again,
             # as a user would
+            err = ""
             for _ in range(12):
                 proc.send_signal(signal.SIGINT)
                 try:
-                    _, err = proc.communicate(timeout=5)
+                    _, err = proc.communicate(timeout=10)
                     break
                 except subprocess.TimeoutExpired:
                     continue
