@@ -23,6 +23,8 @@ import pytest
 if importlib.util.find_spec("geant4_pybind") is None:
     pytest.skip("geant4-pybind (extra 'g4') is not installed", allow_module_level=True)
 
+from helpers_signals import press_ctrl_c  # noqa: E402
+
 from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge  # noqa: E402
 from fastsim.errors import FastsimError  # noqa: E402
 from fastsim.fullsim import g4env  # noqa: E402
@@ -311,20 +313,7 @@ def test_interrupted_run_cleans_up(tmp_path) -> None:
     while time.time() < deadline and not list(tmp_path.glob(".int.h5.shards-*/shard-0.h5")):
         time.sleep(0.2)
     time.sleep(1.0)
-    err = ""
-    try:
-        # a KeyboardInterrupt that lands inside a finaliser is swallowed by Python (more likely on
-        # a loaded machine): press again, as a user would
-        for _ in range(8):
-            proc.send_signal(signal.SIGINT)
-            try:
-                _, err = proc.communicate(timeout=10)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = press_ctrl_c(proc, presses=8)
     assert proc.returncode == 130, err
     assert not out.exists() and not list(tmp_path.glob(".int.h5*"))
 

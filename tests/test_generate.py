@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers_signals import press_ctrl_c
 
 from fastsim.cli import main as fastsim_main
 from fastsim.errors import FastsimError
@@ -362,20 +362,7 @@ class TestGenerate:
     def test_ctrl_c_leaves_no_file(self, wgan_ckpt: Path, tmp_path: Path) -> None:
         """Ctrl-C (SIGINT) half-way: exit 130, nothing under the final name and no temporary."""
         proc = start_big_run(wgan_ckpt, tmp_path)
-        try:
-            # a KeyboardInterrupt that lands inside a finaliser is swallowed by Python: press again,
-            # as a user would
-            err = ""
-            for _ in range(12):
-                proc.send_signal(signal.SIGINT)
-                try:
-                    _, err = proc.communicate(timeout=10)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        err = press_ctrl_c(proc)
         assert proc.returncode == 130 and "interrupted" in err, err
         assert list(tmp_path.iterdir()) == []
 
