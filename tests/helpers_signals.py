@@ -6,6 +6,16 @@ import signal
 import subprocess
 
 
+def restore_sigint() -> None:
+    """``preexec_fn`` for Popen: SIGINT back to its default in the child.
+
+    A shell that starts a job in the background without job control (``cmd &`` in a script, as
+    some CI runners do) sets SIGINT to "ignore", children inherit that, and a Python started with
+    SIGINT ignored never installs its KeyboardInterrupt handler: Ctrl-C tests would then wait forever.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def press_ctrl_c(proc: subprocess.Popen, presses: int = 12, wait: float = 10.0) -> str:
     """Send SIGINT up to ``presses`` times, ``wait`` seconds apart, until ``proc`` exits; kill it
     if it never does. Returns its stderr ("" if it was killed).

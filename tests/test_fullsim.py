@@ -23,7 +23,7 @@ import pytest
 if importlib.util.find_spec("geant4_pybind") is None:
     pytest.skip("geant4-pybind (extra 'g4') is not installed", allow_module_level=True)
 
-from helpers_signals import press_ctrl_c  # noqa: E402
+from helpers_signals import press_ctrl_c, restore_sigint  # noqa: E402
 
 from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge  # noqa: E402
 from fastsim.errors import FastsimError  # noqa: E402
@@ -308,7 +308,8 @@ def test_interrupted_run_cleans_up(tmp_path) -> None:
     out = tmp_path / "int.h5"
     cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "4096", "-n", "5000",
            "--workers", "1", "--no-progress"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=restore_sigint)
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob(".int.h5.shards-*/shard-0.h5")):
         time.sleep(0.2)

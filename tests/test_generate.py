@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from helpers_signals import press_ctrl_c
+from helpers_signals import press_ctrl_c, restore_sigint
 
 from fastsim.cli import main as fastsim_main
 from fastsim.errors import FastsimError
@@ -380,7 +380,7 @@ def start_big_run(ckpt: Path, tmp_path: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "fastsim.cli", "generate", "-c", str(ckpt), "-o", str(tmp_path / "big.h5"),
            "--log-uniform", "300", "10000", "--n", "50000000", "--batch-size", "1000", "--device", "cpu"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore_sigint)
     deadline = time.monotonic() + 120
     while not any(p.name.startswith(".big.h5.") and p.stat().st_size > 100_000 for p in tmp_path.iterdir()):
         if proc.poll() is not None or time.monotonic() > deadline:
