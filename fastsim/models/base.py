@@ -174,13 +174,19 @@ class ShowerGeneratorModule(L.LightningModule):
     # ------------------------------------------------------------------ energy features
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.features is not None and not self.features.is_fitted:
-            tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
-            if tensors is None:
-                raise FastsimError(
+            self.fit_features(
+                self._training_tensors(
                     f"{type(self).__name__}'s energy features need the training data to fit their "
                     "statistics: train with a ShowerDataModule, or call model.fit_features(tensors) first"
                 )
-            self.fit_features(tensors)
+            )
+
+    def _training_tensors(self, problem: str) -> Any:
+        """The data module's :class:`TrainingTensors`; ``FastsimError(problem)`` without one."""
+        tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
+        if tensors is None:
+            raise FastsimError(problem)
+        return tensors
 
     def fit_features(self, tensors: Any, rows: int = 1 << 16) -> None:
         """Fit the energy features' per-energy statistics on a :class:`TrainingTensors` file,

@@ -141,12 +141,10 @@ class WGANGP(ShowerGeneratorModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         if stage == "fit" and self.hparams.output_init == "mean_shower" and not self._output_initialised:
-            tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
-            if tensors is None:
-                raise FastsimError(
-                    "output_init: mean_shower needs the training data: train with a ShowerDataModule, "
-                    "or call model.init_output_from_data(tensors) first"
-                )
+            tensors = self._training_tensors(
+                "output_init: mean_shower needs the training data: train with a ShowerDataModule, "
+                "or call model.init_output_from_data(tensors) first"
+            )
             # on resume the checkpoint's weights replace these right after setup
             self.init_output_from_data(tensors)
 
