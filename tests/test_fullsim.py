@@ -153,8 +153,28 @@ def test_output_file_is_valid_calochallenge(run) -> None:
     assert a["time_per_shower_s"] > 0
     by_e = json.loads(a["time_per_shower_by_energy"])
     assert set(by_e) == {"1024", "8192"} and by_e["8192"] > by_e["1024"] > 0
-    # voxel sums in the file are the visible energies of the balance
-    np.testing.assert_allclose(showers.sum(1), run.balance[:, 0], rtol=1e-5)
+    # the file is on the EM scale: each layer's voxels are its active-material deposits divided by
+    # the layer's sampling fraction, so undoing the factors gives the visible energy of the balance
+    assert a["energy_scale"] == "em"
+    f = np.asarray(json.loads(a["sampling_fractions"]))
+    np.testing.assert_allclose(np.asarray(json.loads(a["em_scale_factors"])), 1 / f)
+    np.testing.assert_allclose((GEO.layer_energies(showers) * f).sum(1), run.balance[:, 0], rtol=1e-5)
+    assert "EM scale" in a["units"]
+
+
+def test_sampling_fractions_measured_on_the_run_agree_with_the_stored_calibration(run) -> None:
+    from fastsim.fullsim.calibration import CALIBRATIONS
+
+    cal = CALIBRATIONS["atlas-barrel-like"]
+    f_run = np.asarray(json.loads(run.attrs["sampling_fractions_this_run"]))
+    u_run = np.asarray(json.loads(run.attrs["sampling_fractions_this_run_unc"]))
+    assert f_run[0] == 1.0 and cal.fractions[0] == 1.0  # the presampler is all liquid argon
+    # Pb/LAr 1.5 mm / 4.2 mm cells: ~0.2-0.3; the Fe/scintillator tile layer far less
+    assert np.all((f_run[1:4] > 0.15) & (f_run[1:4] < 0.35)) and 0.0 < f_run[4] < 0.15
+    # 48 showers at 1 and 8 GeV vs the calibration's 900 at 0.25-65 GeV: EM layers within 5 sigma
+    # (the strips' fraction depends a little on the shower's energy spectrum there, hence not 3)
+    diff = np.abs(f_run[1:4] - np.asarray(cal.fractions[1:4]))
+    assert np.all(diff < 5 * np.hypot(u_run[1:4], np.asarray(cal.uncertainties[1:4])) + 0.01), (f_run, cal.fractions)
 
 
 def test_root_output_matches_hdf5_and_feeds_prep_root(run, tmp_path) -> None:
@@ -219,7 +239,12 @@ def test_response_and_resolution_plausible(run) -> None:
     res_lo, res_hi = lo.std() / lo.mean(), hi.std() / hi.mean()
     # a ~10 %/sqrt(E) sampling term plus front-material fluctuations
     assert 0.01 < res_lo < 0.2 and res_hi < res_lo
-    assert run.attrs["response_by_energy"]["1024"] == pytest.approx(lo.mean())
+    # on the EM scale (the file's) a contained shower has E_tot/E_inc a little below 1: the
+    # ~1 X0 of aluminium in front and the leakage are not corrected
+    em = run.file_response
+    assert 0.85 < np.median(em[:N_EACH]) < 1.02 and 0.85 < np.median(em[N_EACH:]) < 1.02
+    assert run.attrs["response_by_energy"]["1024"] == pytest.approx(em[:N_EACH].mean())
+    assert run.attrs["visible_fraction_by_energy"]["1024"] == pytest.approx(lo.mean())
 
 
 def test_seeded_runs_reproducible_for_any_worker_count(run, tmp_path) -> None:
@@ -231,6 +256,47 @@ def test_seeded_runs_reproducible_for_any_worker_count(run, tmp_path) -> None:
     other = simulate(tmp_path / "other.h5", e, seed=SEED + 1, workers=2, progress=False)
     _, s2 = read_calochallenge(other.path)
     assert not np.array_equal(s1, s2)
+
+
+def test_active_scale_option_and_em_scale_conversion_are_exact(run, tmp_path, capsys) -> None:
+    """--energy-scale active writes the raw deposits; fastsim em-scale turns them into the EM-scale file."""
+    import h5py
+
+    from fastsim.cli import main
+    from fastsim.fullsim.calibration import CALIBRATIONS, voxel_factors
+
+    raw = simulate(tmp_path / "raw.h5", np.full(4, E_LOW), seed=SEED, workers=1, progress=False, energy_scale="active")
+    _, s_raw = read_calochallenge(raw.path)
+    _, s_em = read_calochallenge(run.path, 0, 4)  # same seed and events, EM scale
+    np.testing.assert_allclose(s_raw.sum(1), raw.balance[:, 0], rtol=1e-5)
+    assert raw.attrs["energy_scale"] == "active" and "sampling_fractions" not in raw.attrs
+    f = np.asarray(CALIBRATIONS["atlas-barrel-like"].fractions)
+    np.testing.assert_allclose(s_raw * voxel_factors(GEO, 1 / f), s_em, rtol=1e-6)
+
+    conv = tmp_path / "conv.h5"
+    assert main(["em-scale", str(raw.path), "-o", str(conv)]) == 0
+    _, s_conv = read_calochallenge(conv)
+    np.testing.assert_allclose(s_conv, s_em, rtol=1e-6)
+    with h5py.File(conv) as fh:
+        a = dict(fh.attrs)
+    assert a["energy_scale"] == "em" and json.loads(a["sampling_fractions"]) == list(f)
+    assert json.loads(a["response_by_energy"])["1024"] == pytest.approx((s_em.sum(1) / E_LOW).mean(), rel=1e-5)
+    assert a["seed"] == SEED and a["producer"] == "geant4"  # the input's attributes are kept
+    # and back: exact to float32 rounding
+    back = tmp_path / "back.h5"
+    assert main(["em-scale", str(conv), "-o", str(back), "--to", "active"]) == 0
+    np.testing.assert_allclose(read_calochallenge(back)[1], s_raw, rtol=1e-6)
+    # converting twice, or to a file that exists, is a one-line error and writes nothing
+    capsys.readouterr()
+    assert main(["em-scale", str(conv), "-o", str(tmp_path / "twice.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "already on the em energy scale" in err and str(conv) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "twice.h5").exists()
+    assert main(["em-scale", str(raw.path), "-o", str(conv)]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["em-scale", str(raw.path), "-o", str(tmp_path / "bad.h5"), "--fractions", "1,0.2"]) == 2
+    assert "2 layer factors for a geometry with 5 layers" in capsys.readouterr().err
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_existing_output_refused_and_bad_options(run, tmp_path) -> None:
@@ -363,7 +429,15 @@ def test_embedded_photon_reference() -> None:
     mean = np.array([resp[e == x].mean() for x in energies])
     res = np.array([resp[e == x].std() / resp[e == x].mean() for x in energies])
     cog = np.array([_cog_x0(showers[e == x]).mean() for x in energies])
-    assert np.all((mean > 0.15) & (mean < 0.32))
+    # on the EM scale: E_tot/E_inc a little below 1 (dead material in front, leakage), the
+    # per-layer factors in the attributes
+    assert a["energy_scale"] == "em"
+    f = np.asarray(json.loads(a["sampling_fractions"]))
+    assert f.shape == (5,) and f[0] == 1.0 and np.all((f[1:4] > 0.15) & (f[1:4] < 0.35))
+    median = np.array([np.median(resp[e == x]) for x in energies])
+    assert np.all((median[energies >= 1000] > 0.85) & (median[energies >= 1000] < 1.05)), median
+    assert np.all((mean > 0.75) & (mean < 1.05))
+    np.testing.assert_allclose(mean, [json.loads(a["response_by_energy"])[f"{x:g}"] for x in energies], rtol=1e-5)
     # resolution improves with every doubling up to 16 GeV; above, a ~1.4 % constant term dominates
     assert np.all(np.diff(res[:7]) < 0) and res[-1] < res[0] / 5
     assert np.all(np.diff(cog) > 0)  # showers get deeper with every doubling of the energy
