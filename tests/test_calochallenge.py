@@ -252,3 +252,24 @@ def test_benchmark_bad_protocol_or_threshold_is_one_line(files, tmp_path, capsys
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in io.err
     assert not out.exists()
 
+
+# ------------------------------------------------------------------------------------- generate
+def test_generate_threshold_zeroes_exactly_the_voxels_below_it(tmp_path, capsys):
+    import h5py
+    from test_generate import train_tiny_checkpoint
+
+    ckpt = train_tiny_checkpoint("wgan", tmp_path / "wgan.ckpt")
+    common = ["generate", "-c", str(ckpt), "--energies", "1000,5000", "--n", "40", "--seed", "3"]
+    assert fastsim_main([*common, "-o", str(tmp_path / "raw.h5")]) == 0
+    with h5py.File(tmp_path / "raw.h5") as f:
+        raw = f["showers"][:]
+        assert f.attrs["readout_threshold_mev"] == 0.0
+    thr = float(np.median(raw[raw > 0]))
+    assert fastsim_main([*common, "-o", str(tmp_path / "thr.h5"), "--threshold", str(thr)]) == 0
+    with h5py.File(tmp_path / "thr.h5") as f:
+        np.testing.assert_array_equal(f["showers"][:], np.where(raw < np.float32(thr), 0.0, raw))
+        assert f.attrs["readout_threshold_mev"] == thr
+    capsys.readouterr()
+    assert fastsim_main([*common, "-o", str(tmp_path / "bad.h5"), "--threshold", "-2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--threshold" in err[0] and not (tmp_path / "bad.h5").exists()
