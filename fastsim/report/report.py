@@ -959,9 +959,12 @@ def _document(results: dict[str, Any], images: dict[str, str]) -> list[tuple[str
     if cc:
         blocks.append(("h2", "CaloChallenge evaluation"))
         fpd, kpd = cc["fpd"], cc["kpd"]
+        def milli(x: Any) -> Any:
+            return None if x is None else 1e3 * x
+
         blocks.append(("p", f"Dataset rules: {cc['dataset'] or 'dataset 1 (not a CaloChallenge geometry)'}. "
-                            f"FPD ×10³: {_pm(fpd['value'] * 1e3 if fpd['value'] is not None else None, fpd['unc'] * 1e3 if fpd['unc'] is not None else None, 3)}; "
-                            f"KPD ×10³: {_pm(kpd['value'] * 1e3 if kpd['value'] is not None else None, kpd['unc'] * 1e3 if kpd['unc'] is not None else None, 3)} "
+                            f"FPD ×10³: {_pm(milli(fpd['value']), milli(fpd['unc']), 3)}; "
+                            f"KPD ×10³: {_pm(milli(kpd['value']), milli(kpd['unc']), 3)} "
                             f"({fpd['n_reference']} reference, {fpd['n_generated']} generated showers; JetNet "
                             f"definitions on the {len(cc['high_level_columns'])}-column high-level vector). "
                             f"Separation power of E_tot/E_inc in [0.5, 1.5]: {_fmt(cc['e_ratio']['separation_power'], 3)}; "
