@@ -189,7 +189,7 @@ def _bench(capsys, tmp_path, name, *args):
     return code, capsys.readouterr(), out
 
 
-def test_benchmark_calochallenge_protocol_records_everything(files, tmp_path, capsys):
+def test_benchmark_calochallenge_protocol_records_everything(files, tmp_path, capsys, geo_photons):
     gen, ref = files
     code, io, out = _bench(capsys, tmp_path, "cc", "--generated", gen, "--reference", ref,
                            "--classifier-epochs", "1", "--max-showers", "200")  # fmt: skip
@@ -210,6 +210,21 @@ def test_benchmark_calochallenge_protocol_records_everything(files, tmp_path, ca
     # per energy in the official binning: 1 GeV in [0.4, 1.4], 8 GeV in [0.9, 1.1]
     rows = m["response"]["per_energy"]
     assert [(r["e_ratio"]["edges"][0], r["e_ratio"]["edges"][-1]) for r in rows] == [(0.4, 1.4), (0.9, 1.1)]
+    # the official histograms, by hand from the thresholded showers (float64, as HighLevelFeatures)
+    (e_g, s_g), (e_r, s_r) = (_showers(geo_photons, 250, 1), _showers(geo_photons, 300, 0))
+    s_g, s_r = (np.where(x < 1.0, 0.0, x.astype(np.float64)) for x in (s_g, s_r))
+    edges = np.linspace(0.0, 1.0, 21)
+    for li, row in enumerate(c["features"]["sparsity"]):
+        # values k/n sit on these edges (e.g. 2 of 5 voxels hit): float32 storage would move them
+        sl = geo_photons.layer_slice(li)
+        spars = [1.0 - (x[:, sl] > 0).mean(axis=1) for x in (s_g, s_r)]
+        assert row["layer"] == geo_photons.layer_ids[li] and row["edges"] == edges.tolist()
+        hist = [np.histogram(x, bins=edges)[0] for x in spars]
+        np.testing.assert_allclose(row["hist_generated"], hist[0] / hist[0].sum(), atol=1e-15)
+        np.testing.assert_allclose(row["hist_reference"], hist[1] / hist[1].sum(), atol=1e-15)
+        assert row["separation_power"] == pytest.approx(cc.official_separation_power(*spars, edges), abs=1e-15)
+    x_g, x_r = s_g.sum(1) / e_g, s_r.sum(1) / e_r
+    assert c["e_ratio"]["separation_power"] == pytest.approx(cc.official_separation_power(x_g, x_r, cc.etot_einc_edges()))
     md = (out / "report.md").read_text()
     assert "Protocol: **calochallenge**" in md and "FPD" in md and "low-level-normed" in md
 

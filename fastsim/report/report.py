@@ -296,7 +296,8 @@ class SampleData:
         path: the file.
         n_showers: N.
         features: :func:`fastsim.metrics.shapes.shower_features` of every shower: ``e_inc``,
-            ``e_tot`` (N,) float64 MeV, per-layer features (N, n_layers) float32.
+            ``e_tot`` (N,) float64 MeV, per-layer features (N, n_layers) float32 (``e_layer`` and
+            ``sparsity`` float64).
         low_level: classifier input (log10 E_inc, voxels/E_inc) of the rows ``low_index``,
             (n_low, V + 1) float32; None when not collected.
         sub_index: seeded random rows for the high-level classifier input, sorted, (n_sub,).
@@ -405,7 +406,9 @@ def collect_sample(
             state["official"] += np.histogram(s.ravel(), bins=official_voxel_edges)[0]
         f = shower_features(s, e, geometry)
         for key, val in f.items():
-            parts.setdefault(key, []).append(val if key in ("e_inc", "e_tot") else val.astype(np.float32))
+            # float64 where the official histograms have values on their bin edges (sparsity k/n)
+            keep = key in ("e_inc", "e_tot", "e_layer", "sparsity")
+            parts.setdefault(key, []).append(val if keep else val.astype(np.float32))
         state["image"] += (s / e[:, None]).sum(axis=0, dtype=np.float64)
         c, below, above = voxel_spectrum_counts(s, edges)
         state["counts"] += c
