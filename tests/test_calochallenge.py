@@ -237,6 +237,7 @@ def test_benchmark_threshold_option_and_quick_protocol(files, tmp_path, capsys, 
     m = json.loads((out / "metrics.json").read_text())
     assert m["protocol"] == "quick" and m["threshold"] == {"mev": 0.01, "source": "--threshold"}
     assert m["calochallenge"] is None
+    assert m["classifier"] == {"run": False}
     spec = m["voxel_spectrum"]
     edges = np.asarray(spec["edges_mev"])
     # nothing survives between 0 and the threshold, in either sample
@@ -254,10 +255,22 @@ def test_benchmark_threshold_option_and_quick_protocol(files, tmp_path, capsys, 
     assert m0["threshold"]["mev"] == 0.0
 
 
+def test_benchmark_classifier_inputs_option(files, tmp_path, capsys):
+    gen, ref = files
+    code, io, out = _bench(capsys, tmp_path, "ci", "--generated", gen, "--reference", ref, "--protocol", "quick",
+                           "--classifier-inputs", "normed", "--classifier-epochs", "1", "--max-showers", "100")  # fmt: skip
+    assert code == 0, io.err
+    clf = json.loads((out / "metrics.json").read_text())["classifier"]
+    assert clf["inputs"] == ["normed"] and set(clf["n_per_class"]) == {"low_level_normed"}
+    assert "low_level" not in clf and "high_level" not in clf
+    assert clf["settings"]["hidden"] == [256, 256, 256]  # the quick network
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [(("--protocol", "official"), "--protocol"), (("--threshold", "-1"), "--threshold"),
-     (("--threshold", "one"), "--threshold"), (("--threshold", "nan"), "--threshold")],
+     (("--threshold", "one"), "--threshold"), (("--threshold", "nan"), "--threshold"),
+     (("--classifier-inputs", "low,voxels"), "classifier inputs")],
 )  # fmt: skip
 def test_benchmark_bad_protocol_or_threshold_is_one_line(files, tmp_path, capsys, args, needle):
     gen, ref = files

@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="showers per sample for the classifier input (random, seeded; 0 = all); default 20000",
     )
     p.add_argument(
+        "--classifier-inputs",
+        default=None,
+        metavar="LIST",
+        help="comma-separated classifier inputs among low (voxels/E_inc), normed (voxels/E_layer), high "
+        "(high-level vector); default low,normed,high (quick protocol: low,high). One official classifier "
+        "on 2700 vs 2700 showers takes ~4.5 CPU-minutes",
+    )
+    p.add_argument(
         "--classifier-epochs", type=int, default=None, help="max classifier epochs (default 50; quick protocol 30)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
@@ -118,6 +126,7 @@ def main(argv: list[str]) -> int:
         plots=not args.no_plots,
         protocol=args.protocol,
         threshold=threshold,
+        classifier_inputs=None if args.classifier_inputs is None else tuple(args.classifier_inputs.split(",")),
     )
     s = results["summary"]
     verdict = "PASS" if s["pass"] else "FAIL"

@@ -65,6 +65,11 @@ PROTOCOLS = ("calochallenge", "quick")
 #: FPD/KPD settings of the official evaluation (``evaluate.py``: fpd(min_samples=10000), kpd(batch_size=10000))
 FPD_SETTINGS = {"min_samples": 10_000, "max_samples": 50_000, "num_batches": 20, "num_points": 10}
 KPD_SETTINGS = {"num_batches": 10, "batch_size": 10_000}
+#: classifier inputs: "low" (voxels / E_inc), "normed" (voxels / E_layer), "high" (the high-level
+#: vector); the default set per protocol. One official classifier on 2700 vs 2700 showers costs
+#: ~4.5 CPU-minutes (docs/benchmark.md).
+CLASSIFIER_INPUTS = ("low", "normed", "high")
+DEFAULT_CLASSIFIER_INPUTS = {"calochallenge": ("low", "normed", "high"), "quick": ("low", "high")}
 
 #: rows per chunk are chosen so one float64 chunk of showers is about this many bytes
 CHUNK_BYTES = 64 << 20
@@ -565,6 +570,7 @@ def compute_metrics(
     seed: int = 0,
     n_bins: int = 50,
     protocol: str = "calochallenge",
+    classifier_inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """All metrics of a generated sample against the reference, as one JSON-ready dict.
 
@@ -583,6 +589,9 @@ def compute_metrics(
             ``calochallenge`` section (official separation powers of every feature, FPD, KPD);
             ``"quick"``: 30 bins over the reference's range per energy and the
             :class:`~fastsim.metrics.classifier.ClassifierConfig` defaults on fastsim's inputs.
+        classifier_inputs: which classifier inputs to test (:data:`CLASSIFIER_INPUTS`; default
+            :data:`DEFAULT_CLASSIFIER_INPUTS` of the protocol; "normed" needs the samples'
+            ``low_level_normed``).
 
     Returns:
         A dict with ``protocol``, ``energy_groups``, ``response`` (per energy: summaries of
@@ -596,6 +605,7 @@ def compute_metrics(
         raise FastsimError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     official = protocol == "calochallenge"
     dataset = cc.dataset_key(geometry)
+    inputs = _classifier_inputs(protocol, classifier_inputs)
     fg, fr = gen.features, ref.features
     ig, ir = groups.assign(fg["e_inc"]), groups.assign(fr["e_inc"])
     ratio_g, ratio_r = fg["e_tot"] / fg["e_inc"], fr["e_tot"] / fr["e_inc"]
@@ -682,9 +692,10 @@ def compute_metrics(
         cfg = ClassifierConfig(**{**asdict(base), "seed": seed, **(classifier_options or {})})
         clf["protocol"] = protocol
         clf["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
-        if gen.low_level is not None and ref.low_level is not None:
+        clf["inputs"] = list(inputs)
+        if "low" in inputs and gen.low_level is not None and ref.low_level is not None:
             clf["low_level"] = classifier_test(gen.low_level, ref.low_level, cfg)
-        if official and gen.low_level_normed is not None and ref.low_level_normed is not None:
+        if "normed" in inputs and gen.low_level_normed is not None and ref.low_level_normed is not None:
             clf["low_level_normed"] = classifier_test(gen.low_level_normed, ref.low_level_normed, cfg)
         # high-level input from the same subsample as the low-level one, so both tests see the same showers
         if official:
@@ -692,7 +703,8 @@ def compute_metrics(
         else:
             hl_g = high_level_inputs({k: v[gen.sub_index] for k, v in fg.items()})
             hl_r = high_level_inputs({k: v[ref.sub_index] for k, v in fr.items()})
-        clf["high_level"] = classifier_test(hl_g, hl_r, cfg)
+        if "high" in inputs:
+            clf["high_level"] = classifier_test(hl_g, hl_r, cfg)
         clf["n_per_class"] = {k: clf[k]["n_per_class"] for k in ("low_level", "low_level_normed", "high_level") if k in clf}
 
     caloc = _calochallenge_section(gen, ref, geometry, dataset, hl_vector, seed) if official else None
@@ -740,6 +752,15 @@ def compute_metrics(
             "checks": checks,
         },
     }
+
+
+def _classifier_inputs(protocol: str, inputs: tuple[str, ...] | None) -> tuple[str, ...]:
+    if inputs is None:
+        return DEFAULT_CLASSIFIER_INPUTS[protocol]
+    bad = [i for i in inputs if i not in CLASSIFIER_INPUTS]
+    if bad or not inputs:
+        raise FastsimError(f"classifier inputs must be some of {', '.join(CLASSIFIER_INPUTS)}, got {','.join(inputs)!r}")
+    return tuple(dict.fromkeys(inputs))
 
 
 def _calochallenge_section(
@@ -1122,6 +1143,7 @@ def run_benchmark(
     plots: bool = True,
     protocol: str = "calochallenge",
     threshold: float | None = None,
+    classifier_inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Check, summarise and compare a generated file with the reference; write the report.
 
@@ -1141,6 +1163,8 @@ def run_benchmark(
         threshold: readout threshold in MeV applied to both samples before every metric; None:
             the geometry's CaloChallenge value (:func:`fastsim.metrics.calochallenge.default_threshold`),
             0: none.
+        classifier_inputs: classifier inputs to test, some of ``("low", "normed", "high")``;
+            default: all three under ``"calochallenge"``, low and high under ``"quick"``.
 
     Returns:
         The results (what ``metrics.json`` holds, before NaN -> null).
@@ -1157,6 +1181,8 @@ def run_benchmark(
         raise FastsimError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
         raise FastsimError(f"readout threshold must be a finite number >= 0 MeV, got {threshold}")
+    inputs = _classifier_inputs(protocol, classifier_inputs)
+    normed = classifier and "normed" in inputs
     out_path = os.fspath(out_dir)
     if os.path.exists(out_path) and not os.path.isdir(out_path):  # say so before minutes of work
         raise InputFileError(out_path, "output path exists and is not a directory")
@@ -1165,7 +1191,7 @@ def run_benchmark(
     official = protocol == "calochallenge"
     thr_source = "--threshold" if threshold is not None else f"default of geometry {geo.name!r}"
     thr = default_threshold(geo) if threshold is None else float(threshold)
-    ref = collect_sample(reference, geo, max_showers, seed, classifier, chunk_size, threshold=thr, normed=official)
+    ref = collect_sample(reference, geo, max_showers, seed, classifier, chunk_size, threshold=thr, normed=normed)
     vox_edges = None
     if official:
         from fastsim.metrics.calochallenge import dataset_key
@@ -1174,7 +1200,7 @@ def run_benchmark(
         ref.official_voxel_counts = voxel_counts(reference, vox_edges, thr, chunk_size)
     gen = collect_sample(
         generated, geo, max_showers, seed + 1, classifier, chunk_size, ref.spectrum_edges, check_units=False,
-        threshold=thr, normed=official, official_voxel_edges=vox_edges,
+        threshold=thr, normed=normed, official_voxel_edges=vox_edges,
     )  # fmt: skip
     check_deposit_scale(gen, ref)
     results: dict[str, Any] = {
@@ -1194,7 +1220,10 @@ def run_benchmark(
         "tolerances": asdict(tol),
     }
     results.update(
-        compute_metrics(gen, ref, geo, info.groups, tol, classifier, classifier_options, seed, protocol=protocol)
+        compute_metrics(
+            gen, ref, geo, info.groups, tol, classifier, classifier_options, seed, protocol=protocol,
+            classifier_inputs=inputs,
+        )  # fmt: skip
     )
     results["timing"] = _timing(info.attrs["generated"], info.attrs["reference"], info.groups)
     results["run_seconds"] = time.perf_counter() - t0
