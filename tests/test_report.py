@@ -53,7 +53,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-FAST = ("--classifier-epochs", "3", "--max-showers", "300")
+FAST = ("--classifier-epochs", "3", "--max-showers", "300", "--protocol", "quick")
 
 
 def test_good_pair_writes_metrics_plots_and_report(pair, tmp_path, capsys):
@@ -244,7 +244,8 @@ def test_an_overshooting_generator_gets_a_report_not_a_refusal(pair, tmp_path, c
     over = str(tmp_path / "over.h5")
     write_calochallenge(over, *make_showers(geo_photons, 200, 7, scale=2.0))
     out = tmp_path / "r"
-    code, stdout, _ = run(capsys, "--generated", over, "--reference", ref, "--out", str(out), "--no-plots", "--no-classifier")
+    code, stdout, _ = run(capsys, "--generated", over, "--reference", ref, "--out", str(out), "--no-plots", "--no-classifier",
+                          "--threshold", "0")  # fmt: skip
     assert code == 0 and "FAIL" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert all(r["response_ratio"] == pytest.approx(2.0, rel=0.02) for r in m["response"]["per_energy"])
@@ -260,7 +261,8 @@ def test_a_dead_generator_is_reported_with_plots(pair, tmp_path, capsys, geo_pho
     e, s = make_showers(geo_photons, 200, 8)
     write_calochallenge(dead, e, np.zeros_like(s))
     out = tmp_path / "r"
-    code, stdout, _ = run(capsys, "--generated", dead, "--reference", ref, "--out", str(out), "--no-classifier", "--no-plots")
+    code, stdout, _ = run(capsys, "--generated", dead, "--reference", ref, "--out", str(out), "--no-classifier", "--no-plots",
+                          "--protocol", "quick")  # fmt: skip
     assert code == 0 and "FAIL" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert all(r["response_ratio"] == 0 and r["status_response"] == "fail" for r in m["response"]["per_energy"])

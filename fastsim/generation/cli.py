@@ -78,6 +78,15 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9 (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        metavar="MEV",
+        help="readout threshold: voxels below it are written as 0 (default 0 = none: the file keeps the model's "
+        "full output, which any threshold can still be applied to later; fastsim benchmark and the official "
+        "CaloChallenge evaluation apply the dataset's threshold to both samples themselves)",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar with showers/s on stderr (default: when stderr is a terminal)")  # fmt: skip
     return p
@@ -137,6 +146,8 @@ def generate_main(argv: list[str]) -> int:
         raise FastsimError(f"--compression-level must be 0-9, got {args.compression_level}")
     if args.devices < 1:
         raise FastsimError(f"--devices must be >= 1, got {args.devices}")
+    if not (args.threshold >= 0 and args.threshold < float("inf")):
+        raise FastsimError(f"--threshold must be a finite number >= 0 MeV, got {args.threshold}")
     if args.devices == 1 and os.environ.get("LOCAL_RANK") is None:
         check_output_path(args.output, args.overwrite)
     elif int(os.environ.get("LOCAL_RANK", "0")) == 0:
@@ -164,6 +175,7 @@ def generate_main(argv: list[str]) -> int:
         checkpoint=args.checkpoint,
         checkpoint_sha256=file_sha256(args.checkpoint),
         compression_opts=args.compression_level,
+        threshold=args.threshold,
     )
     if args.devices == 1:
         from fastsim.generation.generate import generate_showers

@@ -207,7 +207,7 @@ def check_generator(model: Any) -> None:
 
 # ---------------------------------------------------------------------------------- one batch
 def generate_batch(
-    model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device
+    model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device, threshold: float = 0.0
 ) -> np.ndarray:
     """Generate one batch of showers.
 
@@ -217,6 +217,8 @@ def generate_batch(
         seed: the run's seed.
         batch_index: the batch's index in the run; its noise is seeded by ``(seed, batch_index)``.
         device: where the model lives.
+        threshold: readout threshold in MeV: voxels below it are set to 0 (0: none), as
+            :func:`fastsim.metrics.calochallenge.apply_threshold`.
 
     Returns:
         float32 array (n, n_voxels) of voxel energies in MeV, finite and >= 0.
@@ -244,6 +246,8 @@ def generate_batch(
         raise FastsimError(f"generator produced NaN/inf voxel energies in batch {batch_index}")
     if (out < 0).any():
         raise FastsimError(f"generator produced negative voxel energies in batch {batch_index}")
+    if threshold > 0:
+        out[out < threshold] = 0.0
     return out
 
 
@@ -264,6 +268,7 @@ def generate_showers(
     compression_opts: int | None = 4,
     chunk_rows: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    threshold: float = 0.0,
 ) -> GenerateResult:
     """Generate ``len(plan)`` showers on one device and stream them into ``output``.
 
@@ -283,6 +288,8 @@ def generate_showers(
         chunk_rows: rows per HDF5 chunk; default :func:`aligned_chunk_rows` (about 1 MiB, dividing
             the batch size).
         extra_attrs: more attributes to store.
+        threshold: readout threshold in MeV applied to every shower (0: none); stored as the
+            ``readout_threshold_mev`` attribute.
 
     Returns:
         a :class:`GenerateResult`.
@@ -298,7 +305,7 @@ def generate_showers(
     model = model.to(device).eval()
     attrs = run_attributes(
         model, plan, seed=seed, batch_size=batch_size, device=device, checkpoint=checkpoint,
-        checkpoint_sha256=checkpoint_sha256, extra=extra_attrs,
+        checkpoint_sha256=checkpoint_sha256, extra={"readout_threshold_mev": float(threshold), **(extra_attrs or {})},
     )  # fmt: skip
     writer_kwargs: dict[str, Any] = {
         "compression": compression,
@@ -320,7 +327,7 @@ def generate_showers(
         for b, (start, stop) in enumerate(plan.batches(batch_size)):
             e_inc = plan.slice(start, stop)
             t_batch = time.perf_counter()
-            showers = generate_batch(model, e_inc, seed, b, device)
+            showers = generate_batch(model, e_inc, seed, b, device, threshold)
             timer.add(e_inc, time.perf_counter() - t_batch)
             writer.append(e_inc, showers)
             bar.update(stop - start)
@@ -378,6 +385,7 @@ def generate_showers_distributed(
     compression_opts: int | None = 4,
     chunk_rows: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    threshold: float = 0.0,
 ) -> GenerateResult | None:
     """Generate on ``devices`` devices with ``Trainer.predict`` and merge the shards into ``output``.
 
@@ -419,7 +427,8 @@ def generate_showers_distributed(
     device_label = f"{'cuda' if accelerator == 'gpu' else 'cpu'} x{devices}"
     attrs = run_attributes(
         model, plan, seed=seed, batch_size=batch_size, device=device_label, checkpoint=checkpoint,
-        checkpoint_sha256=checkpoint_sha256, extra={"strategy": strategy, **(extra_attrs or {})},
+        checkpoint_sha256=checkpoint_sha256,
+        extra={"strategy": strategy, "readout_threshold_mev": float(threshold), **(extra_attrs or {})},
     )  # fmt: skip
     writer_kwargs: dict[str, Any] = {
         "compression": compression,
@@ -438,7 +447,7 @@ def generate_showers_distributed(
         progress=progress,
         writer_kwargs=writer_kwargs,
     )
-    system = PredictSystem(model.eval(), plan, batch_size=batch_size, seed=seed)
+    system = PredictSystem(model.eval(), plan, batch_size=batch_size, seed=seed, threshold=threshold)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,

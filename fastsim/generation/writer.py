@@ -186,14 +186,16 @@ class PredictSystem(L.LightningModule):
         plan: the run's incident energies.
         batch_size: showers per batch.
         seed: the run's seed; batch ``b`` is seeded by ``(seed, b)`` as on one device.
+        threshold: readout threshold in MeV (0: none), see :func:`generate_batch`.
     """
 
-    def __init__(self, model: Any, plan: EnergyPlan, batch_size: int, seed: int) -> None:
+    def __init__(self, model: Any, plan: EnergyPlan, batch_size: int, seed: int, threshold: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.plan = plan
         self.batch_size = batch_size
         self.seed = seed
+        self.threshold = threshold
 
     def on_predict_start(self) -> None:
         # untimed warm-up with this rank's first batch, as on one device
@@ -206,7 +208,7 @@ class PredictSystem(L.LightningModule):
         b, start, stop = (int(v) for v in batch)
         e_inc = self.plan.slice(start, stop)
         t = time.perf_counter()
-        showers = generate_batch(self.model, e_inc, self.seed, b, self.device)
+        showers = generate_batch(self.model, e_inc, self.seed, b, self.device, self.threshold)
         return {"e_inc": e_inc, "showers": showers, "seconds": time.perf_counter() - t}
 
     def rank_items(self) -> list[tuple[int, int, int]]:
