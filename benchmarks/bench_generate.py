@@ -79,12 +79,19 @@ def run_end_to_end(model, plan, path: str, batch_size: int, device: str, seed: i
     return run_end_to_end_cpu(model, plan, path, batch_size, device, seed)[0]
 
 
-def run_end_to_end_cpu(model, plan, path: str, batch_size: int, device: str, seed: int) -> tuple[float, float]:
-    """As :func:`run_end_to_end`; returns (showers/s, CPU seconds of all threads ÷ wall seconds)."""
-    t, c = time.perf_counter(), time.process_time()
+def run_end_to_end_cpu(model, plan, path: str, batch_size: int, device: str, seed: int) -> tuple[float, float, float]:
+    """As :func:`run_end_to_end`; returns (showers/s, CPU seconds of all threads ÷ wall seconds,
+    showers/s projected on two otherwise idle cores).
+
+    The projection is for a loaded, shared machine, where wall time measures the other processes:
+    with two cores to itself a run takes at least its calling thread's CPU time and at least half
+    its total CPU time (the compressing threads share the cores with it), so its rate is
+    ``N / max(calling thread CPU, total CPU / 2)``; for the single-thread writer that is N / total CPU.
+    """
+    t, c, main = time.perf_counter(), time.process_time(), time.thread_time()
     generate_showers(model, plan, path, seed=seed, batch_size=batch_size, device=device, overwrite=True)
-    wall = time.perf_counter() - t
-    return len(plan) / wall, (time.process_time() - c) / wall
+    wall, cpu, main = time.perf_counter() - t, time.process_time() - c, time.thread_time() - main
+    return len(plan) / wall, cpu / wall, len(plan) / max(main, cpu / 2)
 
 
 @contextlib.contextmanager
@@ -255,13 +262,16 @@ def main() -> int:
             # ours and the single-thread writer alternate; the best of each is the least disturbed
             # by other processes on a shared machine
             serial_path = os.path.join(tmp, "serial.h5")
-            e2e, serial, cpu_e2e, cpu_serial = 0.0, 0.0, 0.0, 0.0
+            e2e, serial, cpu_e2e, cpu_serial, proj_e2e, proj_serial = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
             for _ in range(args.repeats):
-                rate, cpu = run_end_to_end_cpu(model, plan, e2e_path, args.batch_size, device, seed=1)
+                rate, cpu, proj = run_end_to_end_cpu(model, plan, e2e_path, args.batch_size, device, seed=1)
+                proj_e2e = max(proj_e2e, proj)
                 if rate > e2e:
                     e2e, cpu_e2e = rate, cpu
                 with single_thread_writer():
-                    rate, cpu = run_end_to_end_cpu(model, plan, serial_path, args.batch_size, device, seed=1)
+                    rate, cpu, _ = run_end_to_end_cpu(model, plan, serial_path, args.batch_size, device, seed=1)
+                    proj = rate / cpu  # one thread: N / CPU seconds
+                proj_serial = max(proj_serial, proj)
                 if rate > serial:
                     serial, cpu_serial = rate, cpu
             rss1 = max_rss_mb()
@@ -286,11 +296,14 @@ def main() -> int:
             print(f"  ratio ours / single-thread writer {e2e / serial:12.2f}   (target >= 1.6 on 2 cores)")
             print(f"  ratio ours / bare                 {e2e / base:12.2f}   (target >= 0.5)")
             print(f"  files identical: decoded arrays {decoded_same}, stored chunks {chunks_same}")
+            print(f"  from CPU times, on 2 idle cores: ours {proj_e2e:.0f}, single-thread writer {proj_serial:.0f} "
+                  f"showers/s, ratio {proj_e2e / proj_serial:.2f} (a projection for a loaded machine, not a measurement)")
             print(f"  peak RSS: {rss0:.0f} MB before, {rss_tenth:.0f} MB after a run of {n_tenth}, {rss1:.0f} MB after "
                   f"the full run (its showers alone would be {args.n * geometry.n_voxels * 4 / 1e6:.0f} MB)")  # fmt: skip
             results["end_to_end"] = {"showers_per_s": e2e, "baseline_showers_per_s": base, "ratio": e2e / base,
                                      "single_thread_writer_showers_per_s": serial, "ratio_vs_single_thread": e2e / serial,
                                      "cpu_per_wall": cpu_e2e, "single_thread_cpu_per_wall": cpu_serial,
+                                     "projected_2core_ratio": proj_e2e / proj_serial,
                                      "decoded_identical": decoded_same, "chunks_identical": chunks_same,
                                      "max_rss_mb_tenth": rss_tenth, "max_rss_mb": rss1, "file_mb": size_mb}  # fmt: skip
 
