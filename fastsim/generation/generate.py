@@ -331,6 +331,7 @@ def generate_showers(
             timer.add(e_inc, time.perf_counter() - t_batch)
             writer.append(e_inc, showers)
             bar.update(stop - start)
+        writer.flush()  # chunks still being compressed on other threads belong to the run's time
         wall = time.perf_counter() - t0
         result = GenerateResult(output, n_total, wall, wall / n_total, timer.per_shower(), device)
         writer.set_attrs(**timing_attributes(result))
