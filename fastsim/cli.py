@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prep-root": ("fastsim.data.root_cli", "convert ROOT TTrees (voxel arrays or per-hit) to CaloChallenge HDF5"),
     "prep-train": ("fastsim.data.cli", "turn CaloChallenge HDF5 into training tensors"),
     "simulate": ("fastsim.fullsim.cli", "Geant4 full simulation of single particles into CaloChallenge HDF5"),
+    "config": ("fastsim.training.config_cli", "list the packaged configs, print one, or write copies to edit"),
     "fit": ("fastsim.training.cli", "train a generator (LightningCLI: fit --config …)"),
     "generate": ("fastsim.generation.cli", "generate showers from a checkpoint into HDF5"),
     "export": ("fastsim.generation.cli", "export a generator checkpoint to ONNX"),

@@ -1,0 +1,60 @@
+"""The ``fastsim`` command in a subprocess, as a user runs it, and tiny inputs for it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fastsim(*args: str, cwd: str | None = None, timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """Run ``fastsim ARGS`` (this checkout's code) and return the finished process (text output)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fastsim.cli", *map(str, args)],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", MPLBACKEND="Agg", PYTHONWARNINGS="ignore")
+    return env
+
+
+def write_toy_showers(path: str, geometry, n: int, seed: int, energies=(1024.0, 2048.0, 4096.0, 8192.0)) -> None:
+    """Toy showers in MeV at discrete energies: a falling depth profile, ~90 % response."""
+    from fastsim.data.hdf5 import write_calochallenge
+
+    rng = np.random.default_rng(seed)
+    e = rng.choice(np.asarray(energies), n)
+    profile = np.exp(-np.arange(geometry.n_voxels) / 12.0)
+    fluct = rng.gamma(4.0, 0.25, (n, geometry.n_voxels)) * (rng.random((n, geometry.n_voxels)) > 0.2)
+    showers = e[:, None] * profile * fluct
+    response = 0.9 + 0.05 * rng.standard_normal(n)
+    showers *= (response * e / showers.sum(axis=1))[:, None]
+    write_calochallenge(path, e, showers.astype(np.float32))
+
+
+def small_model_args(train_file: str) -> list[str]:
+    """``fastsim fit`` options for a WGAN-GP small enough to train in seconds (3 steps a batch)."""
+    return [
+        "--config", "wgan_gp", "--config", "photons", "--config", "cpu", "--config", "csv",
+        "--data.train_file", train_file,
+        "--data.batch_size", "32",
+        "--data.num_workers", "0",
+        "--model.init_args.generator_hidden", "[16, 32]",
+        "--model.init_args.critic_hidden", "[32, 32]",
+        "--model.init_args.n_critic", "2",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
