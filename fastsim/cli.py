@@ -8,8 +8,10 @@ printed as one line on stderr and the exit status is 2.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,6 +27,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark": ("fastsim.report.cli", "compare generated showers with full simulation; write a report"),
     "demo": ("fastsim.pipeline", "the main job end to end on the embedded Geant4 reference data"),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the sub-commands: a bad option is a one-line :class:`FastsimError` (the
+    dispatcher prints it and exits 2) instead of the usage text followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        from fastsim.errors import FastsimError
+
+        raise FastsimError(f"{message} (see {self.prog} --help)")
 
 
 def _usage() -> str:

@@ -79,7 +79,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> str:
     path = os.fspath(path).rstrip(os.sep) or os.sep
     if os.path.exists(path):
         if not os.path.isdir(path):
-            raise InputFileError(path, "is a file, not an output directory")
+            raise InputFileError(path, "is a file, not a directory")
         if not overwrite:
             raise InputFileError(path, "already exists (pass --overwrite to replace it)")
         _probe_directory(path, path)
@@ -88,7 +88,7 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> str:
     return path
 
 
-#: ``.{name}.{tag}-{pid}-{random}`` (fastsim.data.hdf5.temporary_path)
+#: ``.{name}.{tag}-{pid}-{random}`` (fastsim.data.hdf5.temporary_path, temporary_dir)
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<tag>[A-Za-z]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
 
 
@@ -103,9 +103,10 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_partials(path: str | os.PathLike) -> list[str]:
-    """Remove the hidden temporary files that dead processes left for the output ``path``.
+    """Remove the hidden temporary files (and directories) that dead processes left for the
+    output ``path``.
 
-    Only files named like :func:`fastsim.data.hdf5.temporary_path` makes them for this very
+    Only entries named like :func:`fastsim.data.hdf5.temporary_path` makes them for this very
     output (``.{name}.{tag}-{pid}-{random}``) whose process no longer runs are removed: a
     concurrent writer's file (its process is alive) is never touched, nor is this process's.
 
@@ -126,7 +127,54 @@ def remove_stale_partials(path: str | os.PathLike) -> list[str]:
         pid = int(m.group("pid"))
         if pid == os.getpid() or _alive(pid):
             continue
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(d, entry))
-            removed.append(os.path.join(d, entry))
+        stale = os.path.join(d, entry)
+        discard(stale)
+        if not os.path.lexists(stale):
+            removed.append(stale)
     return removed
+
+
+def temporary_dir(path: str | os.PathLike) -> str:
+    """Create and return a hidden directory next to ``path`` to build a directory of outputs in
+    (``.{name}.partial-{pid}-{random}``, removed by :func:`remove_stale_partials` if its
+    process dies)."""
+    path = os.path.abspath(os.fspath(path).rstrip(os.sep))
+    d, name = os.path.split(path)
+    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    os.mkdir(tmp)
+    return tmp
+
+
+def publish_dir(tmp: str, path: str | os.PathLike, overwrite: bool = False) -> None:
+    """Put the finished directory ``tmp`` at ``path``. An existing ``path`` (with ``overwrite``)
+    is first renamed aside and removed only after the new one is in place, so the old run's
+    files never stay beside the new ones, and a failure before this point leaves the old
+    directory whole.
+
+    Raises:
+        InputFileError: ``path`` exists and ``overwrite`` is false.
+    """
+    import shutil
+
+    path = os.fspath(path).rstrip(os.sep)
+    old = None
+    if os.path.lexists(path):
+        if not overwrite:
+            raise InputFileError(path, "appeared while writing; not overwritten")
+        d, name = os.path.split(os.path.abspath(path))
+        old = os.path.join(d, f".{name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def discard(tmp: str) -> None:
+    """Remove a temporary file or directory, quietly."""
+    import shutil
+
+    if os.path.isdir(tmp) and not os.path.islink(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)

@@ -15,7 +15,9 @@ import argparse
 import json
 import sys
 
+from fastsim.cli import ArgumentParser
 from fastsim.geometry import BUILTIN
+from fastsim.outputs import check_output_file
 
 _PRESETS = (
     "divide",
@@ -29,7 +31,7 @@ def _validate(argv: list[str]) -> int:
     from fastsim.data.hdf5 import validate_calochallenge
     from fastsim.geometry import Geometry
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fastsim validate", description="Check CaloChallenge HDF5 files (structure, values, units)."
     )
     parser.add_argument("files", nargs="+", help="CaloChallenge HDF5 files")
@@ -70,7 +72,7 @@ def _validate(argv: list[str]) -> int:
 def _prep_train(argv: list[str]) -> int:
     from fastsim.data.tensors import DEFAULT_BUCKET_BYTES, prepare_training_tensors
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fastsim prep-train",
         description="Turn CaloChallenge HDF5 files into one shuffled training tensors file.",
     )
@@ -108,6 +110,7 @@ def _prep_train(argv: list[str]) -> int:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    check_output_file(args.output, args.overwrite)  # before reading anything
     summary = prepare_training_tensors(
         args.inputs,
         args.output,

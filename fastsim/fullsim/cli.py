@@ -65,7 +65,9 @@ def energies_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str, bool]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fastsim.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="fastsim simulate",
         description="Geant4 full simulation of single particles (gamma, e-, e+) in a layered calorimeter; "
         "energy deposited in the active material is scored per voxel of the binning and written as "
@@ -96,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name ("simulate")."""
     args = build_parser().parse_args(argv[1:])
+    if not args.describe:  # the outputs first: a typo in -o costs no simulation
+        from fastsim.outputs import check_output_file
+
+        check_output_file(args.output, args.overwrite)
+        if args.root is not None:
+            check_output_file(args.root, args.overwrite)
     from fastsim.fullsim.detector import resolve_detector
     from fastsim.geometry import Geometry
 
