@@ -45,16 +45,21 @@ def write_toy_showers(path: str, geometry, n: int, seed: int, energies=(1024.0, 
     write_calochallenge(path, e, showers.astype(np.float32))
 
 
-def small_model_args(train_file: str) -> list[str]:
-    """``fastsim fit`` options for a WGAN-GP small enough to train in seconds (3 steps a batch)."""
+def small_model_args(train_file: str, model: str = "wgan_gp") -> list[str]:
+    """``fastsim fit`` options (packaged configs, shrunk) for a model small enough to train in
+    seconds: the WGAN-GP (3 optimiser steps a batch) or the VAE."""
+    sizes = {
+        "wgan_gp": ["--model.init_args.generator_hidden", "[16, 32]", "--model.init_args.critic_hidden", "[32, 32]",
+                    "--model.init_args.n_critic", "2"],
+        "vae": ["--model.init_args.encoder_hidden", "[32]", "--model.init_args.decoder_hidden", "[32]",
+                "--model.init_args.energy_hidden", "[8]", "--model.init_args.n_importance_samples", "4"],
+    }[model]  # fmt: skip
     return [
-        "--config", "wgan_gp", "--config", "photons", "--config", "cpu", "--config", "csv",
+        "--config", model, "--config", "photons", "--config", "cpu", "--config", "csv",
         "--data.train_file", train_file,
         "--data.batch_size", "32",
         "--data.num_workers", "0",
-        "--model.init_args.generator_hidden", "[16, 32]",
-        "--model.init_args.critic_hidden", "[32, 32]",
-        "--model.init_args.n_critic", "2",
+        *sizes,
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip

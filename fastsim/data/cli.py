@@ -108,7 +108,10 @@ def _prep_train(argv: list[str]) -> int:
     parser.add_argument(
         "--bucket-mb", type=float, default=DEFAULT_BUCKET_BYTES / 2**20, help="memory per shuffle bucket, MiB"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     args = parser.parse_args(argv)
     check_output_file(args.output, args.overwrite)  # before reading anything
     summary = prepare_training_tensors(
@@ -118,7 +121,7 @@ def _prep_train(argv: list[str]) -> int:
         transform_config=args.transform,
         seed=args.seed,
         chunk_size=args.chunk_size,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         compression=None if args.compression == "none" else args.compression,

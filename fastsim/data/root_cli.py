@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     o.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip", help="HDF5 filter")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     return p
 
 
@@ -261,7 +264,7 @@ def main(argv: list[str]) -> int:
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         compression=None if args.compression == "none" else args.compression,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     dt = time.perf_counter() - t0
     read = total.n_events + total.n_skipped

@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -90,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: os.cpu_count())")
     p.add_argument("--root", default=None, help="also write a ROOT file (TTree 'events': e_inc, voxels[V], MeV; what fastsim prep-root reads by default)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     p.add_argument("--describe", action="store_true", help="print the detector and exit")
     return p
 
@@ -131,7 +135,7 @@ def main(argv: list[str]) -> int:
         cut_mm=args.cut,
         root_output=args.root,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
         energy_spec=spec_text,
         discrete=discrete,
     )

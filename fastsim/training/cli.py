@@ -63,17 +63,18 @@ def _nested_get(data: Any, key: str) -> bool:
     return True
 
 
-def _one_line(message: str) -> str:
-    """A jsonargparse error (often dozens of lines: union alternatives, given values) as one line."""
+def _one_line(message: str) -> tuple[str | None, str]:
+    """A jsonargparse error (often dozens of lines: union alternatives, given values) as
+    (the dotted key it is about or None, one line)."""
     lines = [ln.strip() for ln in str(message).strip().splitlines() if ln.strip()]
     if not lines:
-        return "invalid arguments"
+        return None, "invalid arguments"
     m = re.search(r"does not accept option '([^']+)'", lines[0])
     if m:
-        return f"unknown option --{m.group(1)}"
+        return None, f"unknown option --{m.group(1)}"
     m = re.search(r"Option '([^']+)' is not accepted", message)
     if m:
-        return f"unknown key {m.group(1)!r}"
+        return None, f"unknown key {m.group(1)!r}"
     keys = re.findall(r'Parser key "([^"]+)"', message)
     if keys[:1] == ["model"] and len(keys) > 1:
         keys = ["model.init_args", *keys[1:]]
@@ -81,12 +82,12 @@ def _one_line(message: str) -> str:
     skip = ("Given value", "Subtypes:", "Errors:", "Does not validate", "- Expected a <class 'NoneType'>",
             "- Problem with given class_path")  # fmt: skip
     detail = [ln.lstrip("- ") for ln in lines[1:] if not ln.startswith(skip) and "Parser key" not in ln]
-    what = ".".join(keys) or None
     text = "; ".join(dict.fromkeys(detail[:2])) if detail else lines[0]
     text = re.sub(r"Expected a <class '([^']+)'>", r"expected \1", text).replace(". Got value:", ", got")
+    text = re.sub(r"Expected a typing\.Literal\[([^\]]*)\]", r"expected one of \1", text)
     if given and "got" not in text and len(given) < 80:
         text += f", got {given}"
-    return (f"{what}: {text}" if what else text)[:300]
+    return (".".join(keys) or None), text[:300]
 
 
 def _cli_class() -> type:
@@ -155,7 +156,10 @@ def _cli_class() -> type:
             try:
                 super().parse_arguments(parser, args)
             except ArgumentError as err:
-                raise FastsimError(_one_line(str(err))) from None
+                key, text = _one_line(str(err))
+                if key is None:
+                    raise FastsimError(text) from None
+                raise self._bad_option(key, text.split(": ", 1)[-1] if text.startswith(key) else text) from None
 
         def _source(self, key: str) -> str | None:
             """The config file or option that last set the dotted ``key`` (None: a default)."""
@@ -190,10 +194,12 @@ def _cli_class() -> type:
             pass  # seeded in before_instantiate_classes, after the checks (no "Seed set" before an error)
 
         def _bad_option(self, key: str, problem: str) -> FastsimError:
+            """``--key problem`` or ``file: key problem`` after where the value came from."""
             source = self._source(key)
+            sep = " " if problem.startswith("must") else ": "
             if source is None or source.startswith("--"):
-                return FastsimError(f"{source or key} {problem}")
-            return FastsimError(f"{source}: {key} {problem}")
+                return FastsimError(f"{source or key}{sep}{problem}")
+            return FastsimError(f"{source}: {key}{sep}{problem}")
 
         def before_instantiate_classes(self) -> None:
             cfg = self.config["fit"]
@@ -226,9 +232,10 @@ def _cli_class() -> type:
                     cause = cause.__cause__ or cause.__context__
                 if cause is not None:
                     raise cause from None
-                raise FastsimError(_one_line(str(err))) from None
+                key, text = _one_line(str(err))
+                raise FastsimError(f"{key}: {text}" if key else text) from None
             except MisconfigurationException as err:
-                raise FastsimError(_one_line(str(err))) from None
+                raise FastsimError(_one_line(str(err))[1]) from None
 
         def before_fit(self) -> None:
             if self._resume is None:
@@ -298,7 +305,7 @@ def run_fit(args: list[str]) -> Any:
                 parser_kwargs={"exit_on_error": False, "fit": {"prog": "fastsim fit", "exit_on_error": False}},
             )
         except MisconfigurationException as err:  # a Trainer or callback option Lightning rejects
-            raise FastsimError(_one_line(str(err))) from None
+            raise FastsimError(_one_line(str(err))[1]) from None
     _finish_loggers(cli.trainer)
     return cli
 
