@@ -63,3 +63,25 @@ def small_model_args(train_file: str, model: str = "wgan_gp") -> list[str]:
         "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false",
     ]  # fmt: skip
+
+
+def tiny_checkpoint(directory: str, tensors: str, name: str = "tiny.ckpt", weights_only: str | None = None) -> str:
+    """A WGAN-GP (latent 4, widths 16) trained for 2 steps on ``tensors``, saved as a checkpoint."""
+    import lightning as L
+
+    from fastsim.data.datamodule import ShowerDataModule
+    from fastsim.models.wgan_gp import WGANGP
+
+    dm = ShowerDataModule(tensors, batch_size=32)
+    L.seed_everything(0, verbose=False)
+    model = WGANGP(geometry=dm.geometry_config, transform=dm.transform_config, condition=dm.condition_config,
+                   latent_dim=4, generator_hidden=(16,), critic_hidden=(16,), n_critic=1)  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        limit_val_batches=0, default_root_dir=directory)  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    path = os.path.join(directory, name)
+    trainer.save_checkpoint(path)
+    if weights_only:
+        trainer.save_checkpoint(os.path.join(directory, weights_only), weights_only=True)
+    return path

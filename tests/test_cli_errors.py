@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pytest
 
-from helpers_cli import small_model_args, write_toy_showers
+from helpers_cli import small_model_args, tiny_checkpoint, write_toy_showers
 
 from fastsim.geometry import Geometry
 
@@ -33,14 +33,10 @@ READ_ONLY_DIR = "/proc"
 def fx(tmp_path_factory) -> SimpleNamespace:
     """Inputs shared by every case: showers, training tensors, a tiny WGAN-GP checkpoint, ROOT files."""
     import awkward as ak
-    import lightning as L
-    import torch
     import uproot
 
-    from fastsim.data.datamodule import ShowerDataModule
     from fastsim.data.hdf5 import write_calochallenge
     from fastsim.data.tensors import prepare_training_tensors
-    from fastsim.models.wgan_gp import WGANGP
 
     d = tmp_path_factory.mktemp("cli_errors")
     f = SimpleNamespace(dir=d)
@@ -49,6 +45,14 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     f.tensors = str(d / "train.h5")
     prepare_training_tensors([f.showers], f.tensors, GEO, transform_config="divide", seed=0, progress=False)
     e, s = h5py.File(f.showers)["incident_energies"][:, 0], h5py.File(f.showers)["showers"][:]
+    f.nan_tensors = str(d / "nan_tensors.h5")  # as if edited after prep-train (which refuses NaN)
+    import shutil
+
+    shutil.copyfile(f.tensors, f.nan_tensors)
+    with h5py.File(f.nan_tensors, "r+") as h:
+        row = h["x"][7]
+        row[2] = np.nan
+        h["x"][7] = row
     f.gev = str(d / "gev_deposits.h5")  # deposits in GeV, energies in MeV
     write_calochallenge(f.gev, e, s / 1000.0)
     f.nan = str(d / "nan.h5")
@@ -67,18 +71,8 @@ def fx(tmp_path_factory) -> SimpleNamespace:
     with open(f.garbage_ckpt, "wb") as g:
         g.write(os.urandom(4096))
 
-    dm = ShowerDataModule(f.tensors, batch_size=32)
-    L.seed_everything(0)
-    model = WGANGP(geometry=dm.geometry_config, transform=dm.transform_config, condition=dm.condition_config,
-                   latent_dim=4, generator_hidden=(16,), critic_hidden=(16,), n_critic=1)  # fmt: skip
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        limit_val_batches=0, default_root_dir=str(d))  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    f.ckpt = str(d / "tiny.ckpt")
-    trainer.save_checkpoint(f.ckpt)
+    f.ckpt = tiny_checkpoint(str(d), f.tensors, weights_only="weights_only.ckpt")
     f.weights_only = str(d / "weights_only.ckpt")
-    trainer.save_checkpoint(f.weights_only, weights_only=True)
 
     # ROOT: voxel arrays, and per-hit events whose hits all lie 5 m off axis
     f.root = str(d / "voxels.root")
@@ -248,6 +242,8 @@ def cases(fx, tmp) -> dict[str, Case]:
         "fit missing train file": Case(_fit(fx, "--data.train_file", str(tmp / "t.h5")), ["t.h5", "not found"]),
         "fit CaloChallenge file as tensors": Case(_fit(fx, "--data.train_file", fx.showers),
                                                   ["showers.h5", "training tensors"]),
+        "fit NaN in the training tensors": Case(_fit(fx, "--data.train_file", fx.nan_tensors),
+                                                ["nan_tensors.h5", "NaN/inf in the training showers"]),
         "fit batch size 0": Case(_fit(fx, "--data.batch_size", "0"), ["--data.batch_size", ">= 1"]),
         "fit devices 0": Case(_fit(fx, "--trainer.devices", "0"), ["devices"]),
         "fit resume missing checkpoint": Case(_fit(fx, "--ckpt_path", str(tmp / "last.ckpt")),
