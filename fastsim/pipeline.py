@@ -47,11 +47,10 @@ def reference_file() -> Path:
 
 
 def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (the demo runs from a checkout)."""
-    path = Path(__file__).resolve().parents[1] / "configs"
-    if not (path / "model" / "wgan_gp.yaml").exists():
-        raise FastsimError(f"{path}: configs/ not found; run 'fastsim demo' from a fastsim checkout")
-    return path
+    """The packaged configs (``fastsim/configs`` when installed, the checkout's ``configs/``)."""
+    from fastsim.training.configs import config_dir
+
+    return Path(config_dir())
 
 
 def split_reference(

@@ -141,6 +141,18 @@ def with_defaults(cls: type, given: dict[str, Any]) -> dict[str, Any]:
     return hp
 
 
+def check_data(hp: dict[str, Any]) -> None:
+    """The :class:`~fastsim.data.datamodule.ShowerDataModule` options other than the file."""
+    _int_at_least(hp, "batch_size", 1)
+    _unit_interval(hp, "val_fraction")
+    _int_at_least(hp, "num_workers", 0)
+    _int_at_least(hp, "buffer_blocks", 1)
+    for key in ("block_size", "val_batch_size"):
+        if hp.get(key) is not None:
+            _int_at_least(hp, key, 1)
+    _seed(hp)
+
+
 #: system class name -> its check (the systems call theirs at the top of ``__init__``)
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {"WGANGP": check_wgan_gp, "ShowerVAE": check_vae}
 
