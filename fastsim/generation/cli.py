@@ -248,10 +248,19 @@ def export_main(argv: list[str]) -> int:
     from fastsim.generation.export import export_onnx
     from fastsim.generation.generate import check_output_path
 
+    from fastsim.outputs import remove_stale_partials
+
     check_output_path(args.output, args.overwrite)
+    remove_stale_partials(args.output)
     if not os.path.exists(args.checkpoint):
         raise InputFileError(args.checkpoint, "checkpoint not found")
     info = export_onnx(args.checkpoint, args.output, opset=args.opset, overwrite=args.overwrite)
+    if info.fallback_reason is not None:
+        print(
+            f"fastsim export: warning: the dynamo exporter failed ({info.fallback_reason[:200]}); "
+            f"{info.path} was made by the TorchScript exporter",
+            file=sys.stderr,
+        )
     print(
         f"{info.path}: ONNX opset {info.opset} ({info.exporter} exporter), {info.n_voxels} voxels, noise width {info.noise_dim}"
     )
