@@ -181,7 +181,7 @@ def run_model(
     t0 = _step(f"{step + 2}. benchmark {model} against held-out Geant4")
     report = mdir / "report"
     bench = ["benchmark", "--generated", str(gen), "--reference", str(held_h5), "--out", str(report),
-             "--seed", str(seed)]
+             "--seed", str(seed), "--overwrite"]  # the demo is repeatable into the same --out
     if classifier_epochs is not None:
         bench += ["--classifier-epochs", str(classifier_epochs)]
     _run(bench)
