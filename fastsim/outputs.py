@@ -88,8 +88,9 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> str:
     return path
 
 
-#: ``.{name}.{tag}-{pid}-{random}`` (fastsim.data.hdf5.temporary_path, temporary_dir)
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<tag>[A-Za-z]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+#: ``.{name}.{tag}-{pid}-{random}`` (fastsim.data.hdf5.temporary_path, temporary_dir) or
+#: ``.{name}.{tag}-{pid}`` (the simulation runner)
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.(?P<tag>[A-Za-z]+)-(?P<pid>\d+)(?:-[0-9a-f]{8})?$")
 
 
 def _alive(pid: int) -> bool:

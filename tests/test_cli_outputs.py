@@ -82,8 +82,10 @@ def test_remove_stale_partials_only_removes_dead_writers_of_that_output(tmp_path
         p.write_bytes(b"x")
     dead_dir.mkdir()
     (dead_dir / "plot.png").write_bytes(b"x")
+    runner_style = tmp_path / f".x.h5.partial-{_dead_pid()}"  # the simulation runner's name
+    runner_style.write_bytes(b"x")
     removed = remove_stale_partials(target)
-    assert sorted(removed) == sorted([str(dead), str(dead_dir)])
+    assert sorted(removed) == sorted([str(dead), str(dead_dir), str(runner_style)])
     assert mine.exists() and unrelated.exists() and not dead.exists() and not dead_dir.exists()
 
 

@@ -17,7 +17,7 @@ import sys
 
 from fastsim.cli import ArgumentParser
 from fastsim.geometry import BUILTIN
-from fastsim.outputs import check_output_file
+from fastsim.outputs import check_output_file, remove_stale_partials
 
 _PRESETS = (
     "divide",
@@ -114,6 +114,7 @@ def _prep_train(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     check_output_file(args.output, args.overwrite)  # before reading anything
+    remove_stale_partials(args.output)  # what a killed earlier run to this output left
     summary = prepare_training_tensors(
         args.inputs,
         args.output,

@@ -248,10 +248,11 @@ def main(argv: list[str]) -> int:
     """``fastsim prep-root …``; argv[0] is the command name. Returns the exit status."""
     from fastsim.geometry import Geometry
 
-    from fastsim.outputs import check_output_file
+    from fastsim.outputs import check_output_file, remove_stale_partials
 
     args = build_parser().parse_args(argv[1:])
     check_output_file(args.output, args.overwrite)  # before reading anything
+    remove_stale_partials(args.output)  # what a killed earlier run to this output left
     geometry = Geometry.resolve(args.geometry)
     spec = spec_from_args(args)
     t0 = time.perf_counter()

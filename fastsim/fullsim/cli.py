@@ -103,11 +103,12 @@ def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name ("simulate")."""
     args = build_parser().parse_args(argv[1:])
     if not args.describe:  # the outputs first: a typo in -o costs no simulation
-        from fastsim.outputs import check_output_file
+        from fastsim.outputs import check_output_file, remove_stale_partials
 
-        check_output_file(args.output, args.overwrite)
-        if args.root is not None:
-            check_output_file(args.root, args.overwrite)
+        for path in (args.output, args.root):
+            if path is not None:
+                check_output_file(path, args.overwrite)
+                remove_stale_partials(path)  # what a killed earlier run to this output left
     from fastsim.fullsim.detector import resolve_detector
     from fastsim.geometry import Geometry
 
