@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,13 @@ def test_resume_in_the_same_directory_and_refuse_another_model(
     assert "last.ckpt" in names and not [n for n in names if "-v1" in n], names
     assert [n for n in names if n.startswith("periodic-")] == ["periodic-step=00000060.ckpt"]
     assert not glob.glob(str(tmp_path / "logs/fastsim/version_1/checkpoints/*"))
+    # the run's directory moved (another disk, another mount point): resumed in place all the same
+    moved = tmp_path / "moved"
+    shutil.copytree(ckpt_dir, moved)
+    assert main(["fit", *base, "--trainer.max_steps", "75", "--ckpt_path", str(moved / "last.ckpt")]) == 0
+    assert _step(str(moved / "last.ckpt")) == 75 and _step(last) == 60
+    assert not [n for n in os.listdir(moved) if "-v1" in n]
+    assert [n for n in os.listdir(moved) if n.startswith("periodic-")] == ["periodic-step=00000075.ckpt"]
     # another model on resume: refused before training, naming the key; the checkpoint untouched
     capsys.readouterr()
     mtime = os.path.getmtime(last)

@@ -185,7 +185,8 @@ class DivergenceCheck(Callback):
 
 class ResumableCheckpoint(ModelCheckpoint):
     """A ModelCheckpoint whose state is restored on resume when the directory is the same one
-    written as another spelling (relative vs absolute, a symbolic link), so that a resumed run
+    written as another spelling (relative vs absolute, a symbolic link) or the run's directory
+    was moved (the files its state names are in this one), so that a resumed run
     overwrites ``last.ckpt`` and keeps ``save_top_k`` across the restart instead of starting a
     ``last-v1.ckpt`` beside a stale ``last.ckpt``. Its state key is ModelCheckpoint's, so
     checkpoints written by either class resume the other.
@@ -206,7 +207,15 @@ class ResumableCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         stored = state_dict.get("dirpath")
         if isinstance(stored, str) and self.dirpath and stored != self.dirpath:
-            if os.path.realpath(stored) == os.path.realpath(self.dirpath):
+            same = os.path.realpath(stored) == os.path.realpath(self.dirpath)
+            # or the run's directory moved (copied to another disk, mounted elsewhere): the files
+            # its state names are here
+            named = [state_dict.get(k) for k in ("last_model_path", "best_model_path")]
+            moved = any(
+                isinstance(p, str) and p and os.path.exists(os.path.join(self.dirpath, os.path.basename(p)))
+                for p in named
+            )
+            if same or moved:
                 state_dict = _rebase_state(state_dict, stored, self.dirpath)
         super().load_state_dict(state_dict)
 
