@@ -357,3 +357,23 @@ def test_every_hyperparameter_is_checked_through_the_command_line(
     case = Case(argv, [option, key])
     code, err = _run(argv, capfd)
     _check(case, code, err, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "extra, needles",
+    [  # one in the default suite (a process start costs ~10 s on a loaded machine), all in CI
+        pytest.param(["--trainer.max_epochs=-5"], ["max_epochs", "-5"], marks=pytest.mark.slow),
+        (["--data.train_file", "<nan_tensors>"], ["nan_tensors.h5", "NaN/inf"]),  # in setup("fit")
+        pytest.param(["--ckpt_path", "<ckpt>"], ["tiny.ckpt", "checkpoint was trained with another"],
+                     marks=pytest.mark.slow),
+    ],
+    ids=["trainer option", "NaN tensors", "resume another model"],
+)
+def test_fit_errors_are_one_line_in_a_real_process(extra, needles, fx, tmp_path) -> None:
+    """As a user sees it: Lightning's start-up lines (seed, devices) are held until training
+    starts, so an error found while building the run is the only line on stderr."""
+    from helpers_cli import fastsim
+
+    extra = [{"<nan_tensors>": fx.nan_tensors, "<ckpt>": fx.ckpt}.get(a, a) for a in extra]
+    r = fastsim(*_fit(fx, *extra), cwd=str(tmp_path))
+    _check(Case([], needles), r.returncode, r.stderr, tmp_path)

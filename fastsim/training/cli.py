@@ -25,6 +25,7 @@ the checkpoints keep going to ``<dir>`` (unless ``--checkpoint.dirpath`` says ot
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -88,6 +89,53 @@ def _one_line(message: str) -> tuple[str | None, str]:
     if given and "got" not in text and len(given) < 80:
         text += f", got {given}"
     return (".".join(keys) or None), text[:300]
+
+
+class _HeldLogs:
+    """Holds Lightning's start-up log lines (seed, devices) until training really starts, so that
+    a mistake found while the classes are built is the only line on stderr; replayed otherwise."""
+
+    NAMES = ("lightning.pytorch", "lightning.fabric")
+
+    def __init__(self) -> None:
+        import logging
+
+        self.records: list[Any] = []
+        self.saved: dict[str, list[Any]] = {}
+        holder = self
+
+        class _Hold(logging.Handler):
+            def emit(self, record: Any) -> None:
+                holder.records.append(record)
+
+        self.handler = _Hold()
+
+    def start(self) -> None:
+        import logging
+
+        for name in self.NAMES:
+            log = logging.getLogger(name)
+            self.saved[name] = list(log.handlers)
+            log.handlers = [self.handler]
+
+    def stop(self) -> None:
+        import logging
+
+        for name, handlers in self.saved.items():
+            logging.getLogger(name).handlers = handlers
+        self.saved = {}
+
+    def replay(self) -> None:
+        import logging
+
+        self.stop()
+        for record in self.records:
+            for name in self.NAMES:
+                if record.name == name or record.name.startswith(name + "."):
+                    for handler in logging.getLogger(name).handlers:
+                        if record.levelno >= handler.level:
+                            handler.handle(record)
+        self.records = []
 
 
 def _cli_class() -> type:
@@ -202,6 +250,8 @@ def _cli_class() -> type:
             return FastsimError(f"{source}: {key}{sep}{problem}")
 
         def before_instantiate_classes(self) -> None:
+            self._held = _HeldLogs()
+            self._held.start()  # until on_fit_start (below) or an error
             cfg = self.config["fit"]
             try:
                 check_data(cfg["data"].as_dict())
@@ -222,6 +272,17 @@ def _cli_class() -> type:
                     if cfg[group]["dirpath"] is None:
                         cfg[group]["dirpath"] = where
             super()._set_seed()
+
+        def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Any]) -> Any:
+            from lightning.pytorch.callbacks import Callback
+
+            held = self._held
+
+            class _ReplayLogs(Callback):
+                def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+                    held.replay()
+
+            return super()._instantiate_trainer(config, [*callbacks, _ReplayLogs()])
 
         def instantiate_classes(self) -> None:
             try:
@@ -291,6 +352,7 @@ def run_fit(args: list[str]) -> Any:
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         # `fastsim fit` hands LightningCLI its own argument list on purpose (sys.argv holds "fit" too)
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        held_before = {n: list(logging.getLogger(n).handlers) for n in _HeldLogs.NAMES}
         try:
             cli = _cli_class()(
                 ShowerGeneratorModule,
@@ -306,6 +368,9 @@ def run_fit(args: list[str]) -> Any:
             )
         except MisconfigurationException as err:  # a Trainer or callback option Lightning rejects
             raise FastsimError(_one_line(str(err))[1]) from None
+        finally:  # an error before training started: the held start-up lines are dropped
+            for name, handlers in held_before.items():
+                logging.getLogger(name).handlers = handlers
     _finish_loggers(cli.trainer)
     return cli
 
