@@ -19,19 +19,21 @@ import time
 import numpy as np
 import pytest
 
-# find_spec, not import: importing geant4_pybind without GEANT4_DATA_DIR would ask to download data
-if importlib.util.find_spec("geant4_pybind") is None:
-    pytest.skip("geant4-pybind (extra 'g4') is not installed", allow_module_level=True)
+from helpers_signals import press_ctrl_c, restore_sigint
 
-from helpers_signals import press_ctrl_c, restore_sigint  # noqa: E402
+from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge
+from fastsim.errors import FastsimError
+from fastsim.fullsim import g4env
+from fastsim.fullsim.detector import atlas_like, resolve_detector, sampling_stack
+from fastsim.fullsim.engine import balance_ok, choose_physics, event_seed
+from fastsim.fullsim.runner import check_energies, simulate
+from fastsim.geometry import Geometry
 
-from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge  # noqa: E402
-from fastsim.errors import FastsimError  # noqa: E402
-from fastsim.fullsim import g4env  # noqa: E402
-from fastsim.fullsim.detector import atlas_like, resolve_detector, sampling_stack  # noqa: E402
-from fastsim.fullsim.engine import balance_ok, choose_physics, event_seed  # noqa: E402
-from fastsim.fullsim.runner import check_energies, simulate  # noqa: E402
-from fastsim.geometry import Geometry  # noqa: E402
+# find_spec, not import: importing geant4_pybind without GEANT4_DATA_DIR would ask to download data.
+# Only the tests that run Geant4 need it; the detector, option and energy checks run without.
+needs_g4 = pytest.mark.skipif(
+    importlib.util.find_spec("geant4_pybind") is None, reason="geant4-pybind (extra 'g4') is not installed"
+)
 
 GEO = Geometry.builtin("1-photons")
 SEED = 7
@@ -81,8 +83,9 @@ def test_default_detector_maps_onto_dataset1_photon_binning() -> None:
 
 def test_energy_and_option_checks() -> None:
     assert check_energies([256, 65536]).dtype == np.float64
-    for bad in ([], [float("nan")], [-1.0], [0.0], [1e12]):
-        with pytest.raises(FastsimError):
+    for bad, message in (([], "no incident energies given"), ([float("nan")], "must be finite"),
+                         ([-1.0], "-1 MeV is outside"), ([0.0], "0 MeV is outside"), ([1e12], "1e\\+12 MeV is outside")):
+        with pytest.raises(FastsimError, match=message):
             check_energies(bad)
     assert event_seed(1, 0) != event_seed(1, 1) != event_seed(2, 0)
     assert event_seed(1, 5) == event_seed(1, 5) > 0
@@ -100,12 +103,15 @@ def test_cli_energy_specs() -> None:
     assert abs(np.mean(e < 10000) - 0.5) < 0.1
     e2, _, _ = energies_from_args(p.parse_args(["-o", "x.h5", "--log-uniform", "1000:100000", "-n", "500", "--seed", "3"]))
     np.testing.assert_array_equal(e, e2)
-    for bad in (["--pow2", "8"], ["--pow2", "a:b"], ["--log-uniform", "0:10"], ["--energies", "1,x"]):
-        with pytest.raises(FastsimError):
+    for bad, message in ((["--pow2", "8"], "--pow2: expected LOW:HIGH, got '8'"),
+                         (["--pow2", "a:b"], "--pow2: expected LOW:HIGH numbers"),
+                         (["--log-uniform", "0:10"], "--log-uniform: energies must be > 0 MeV"),
+                         (["--energies", "1,x"], "--energies: expected numbers separated by commas")):
+        with pytest.raises(FastsimError, match=message):
             energies_from_args(p.parse_args(["-o", "x.h5", *bad]))
 
 
-def test_pion_request_fails_clearly(tmp_path, monkeypatch) -> None:
+def test_pion_request_fails_clearly(tmp_path, monkeypatch, capsys) -> None:
     for var in g4env.DATASET_PREFIXES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("GEANT4_DATA_DIR", str(tmp_path / "empty"))
@@ -117,7 +123,10 @@ def test_pion_request_fails_clearly(tmp_path, monkeypatch) -> None:
     from fastsim.cli import main
 
     out = tmp_path / "pions.h5"
+    capsys.readouterr()
     assert main(["simulate", "-o", str(out), "--particle", "pi+", "--energies", "10000", "-n", "2"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("fastsim simulate: error: particle pi+ needs hadronic physics (FTFP_BERT)")
     assert not out.exists()
 
 
@@ -137,6 +146,7 @@ def test_stock_physics_detected_only_with_real_data(tmp_path, monkeypatch) -> No
 # --------------------------------------------------------------------------- real Geant4 runs
 
 
+@needs_g4
 def test_output_file_is_valid_calochallenge(run) -> None:
     assert validate_calochallenge(run.path, GEO) == []
     e, showers = read_calochallenge(run.path)
@@ -162,6 +172,7 @@ def test_output_file_is_valid_calochallenge(run) -> None:
     assert "EM scale" in a["units"]
 
 
+@needs_g4
 def test_sampling_fractions_measured_on_the_run_agree_with_the_stored_calibration(run) -> None:
     from fastsim.fullsim.calibration import CALIBRATIONS
 
@@ -177,6 +188,7 @@ def test_sampling_fractions_measured_on_the_run_agree_with_the_stored_calibratio
     assert np.all(diff < 5 * np.hypot(u_run[1:4], np.asarray(cal.uncertainties[1:4])) + 0.01), (f_run, cal.fractions)
 
 
+@needs_g4
 def test_root_output_matches_hdf5_and_feeds_prep_root(run, tmp_path) -> None:
     import uproot
 
@@ -197,6 +209,7 @@ def test_root_output_matches_hdf5_and_feeds_prep_root(run, tmp_path) -> None:
     np.testing.assert_array_equal(showers2, showers)
 
 
+@needs_g4
 def test_energy_conservation(run) -> None:
     # visible (voxels + active outside the binning) + invisible (absorbers, dead material) +
     # leakage equals the incident energy event by event (all three are scored independently)
@@ -219,6 +232,7 @@ def _cog_x0(showers: np.ndarray) -> np.ndarray:
     return (el * np.asarray(centres)).sum(1) / el.sum(1)
 
 
+@needs_g4
 def test_shower_depth_grows_with_log_energy(run) -> None:
     _, showers = read_calochallenge(run.path)
     lo, hi = _cog_x0(showers[:N_EACH]), _cog_x0(showers[N_EACH:])
@@ -231,6 +245,7 @@ def test_shower_depth_grows_with_log_energy(run) -> None:
     assert el[N_EACH:, 2].mean() > el[:N_EACH, 2].mean()
 
 
+@needs_g4
 def test_response_and_resolution_plausible(run) -> None:
     r = run.response
     lo, hi = r[:N_EACH], r[N_EACH:]
@@ -247,6 +262,7 @@ def test_response_and_resolution_plausible(run) -> None:
     assert run.attrs["visible_fraction_by_energy"]["1024"] == pytest.approx(lo.mean())
 
 
+@needs_g4
 def test_seeded_runs_reproducible_for_any_worker_count(run, tmp_path) -> None:
     e = np.full(6, E_LOW)
     one = simulate(tmp_path / "one.h5", e, seed=SEED, workers=1, progress=False)
@@ -258,6 +274,7 @@ def test_seeded_runs_reproducible_for_any_worker_count(run, tmp_path) -> None:
     assert not np.array_equal(s1, s2)
 
 
+@needs_g4
 def test_active_scale_option_and_em_scale_conversion_are_exact(run, tmp_path, capsys) -> None:
     """--energy-scale active writes the raw deposits; fastsim em-scale turns them into the EM-scale file."""
     import h5py
@@ -299,18 +316,35 @@ def test_active_scale_option_and_em_scale_conversion_are_exact(run, tmp_path, ca
     assert not (tmp_path / "bad.h5").exists()
 
 
-def test_existing_output_refused_and_bad_options(run, tmp_path) -> None:
+@needs_g4
+def test_existing_output_refused(run, capsys) -> None:
     from fastsim.cli import main
 
     before = os.path.getmtime(run.path)
+    capsys.readouterr()
     assert main(["simulate", "-o", str(run.path), "--energies", "1024", "-n", "1", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"fastsim simulate: error: {run.path}: already exists (pass --overwrite to replace it)"
+    )
     assert os.path.getmtime(run.path) == before
-    for bad in (["--energies", "-5"], ["--energies", "1024", "--workers", "0"], ["--energies", "1024", "--cut", "0"],
-                ["--pow2", "8:16", "--geometry", str(tmp_path / "missing.xml")]):
+
+
+def test_bad_options_one_line_before_any_simulation(tmp_path, capsys) -> None:
+    from fastsim.cli import main
+
+    for bad, message in (
+        (["--energies", "-5"], "incident energy -5 MeV is outside (0, 1e+08] MeV"),
+        (["--energies", "1024", "--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--energies", "1024", "--cut", "0"], "--cut must be a positive length in mm, got 0.0"),
+        (["--pow2", "8:16", "--geometry", str(tmp_path / "missing.xml")], f"{tmp_path}/missing.xml: binning file not found"),
+    ):
+        capsys.readouterr()
         assert main(["simulate", "-o", str(tmp_path / "x.h5"), *bad]) == 2
+        assert capsys.readouterr().err.strip() == f"fastsim simulate: error: {message}"
     assert not (tmp_path / "x.h5").exists()
 
 
+@needs_g4
 def test_voxel_volumes_match_geometry_binning(tmp_path) -> None:
     """Geant4's navigator puts random points of each active slab in the voxel Geometry computes."""
     code = (
@@ -331,6 +365,7 @@ def test_voxel_volumes_match_geometry_binning(tmp_path) -> None:
     assert int(n) == 750 and int(bad) == 0
 
 
+@needs_g4
 def test_killed_run_leaves_no_output(tmp_path) -> None:
     out = tmp_path / "killed.h5"
     cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "4096", "-n", "5000",
@@ -370,6 +405,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@needs_g4
 def test_interrupted_run_cleans_up(tmp_path) -> None:
     out = tmp_path / "int.h5"
     cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "4096", "-n", "5000",
@@ -388,6 +424,7 @@ def test_interrupted_run_cleans_up(tmp_path) -> None:
 # --------------------------------------------------------------------------- slow
 
 
+@needs_g4
 @pytest.mark.slow
 def test_stochastic_term_of_resolution(tmp_path) -> None:
     """σ/E = a/√E ⊕ b over 1-16 GeV: a Pb/LAr sampling calorimeter has a ≈ 8-15 %."""
@@ -445,6 +482,7 @@ def test_embedded_photon_reference() -> None:
     assert 0.04 < res[4] * math.sqrt(energies[4] / 1000) < 0.12
 
 
+@needs_g4
 def test_electrons_and_positrons_conserve_energy(tmp_path) -> None:
     """e⁻ and e⁺ at 1 GeV: the balance closes; for e⁺ only with its annihilation energy 2 mₑc²."""
     for particle in ("e-", "e+"):

@@ -388,7 +388,9 @@ def test_prep_root_cli_end_to_end(tmp_path, geo, rng, capsys):
         assert cf.attrs["producer"] == "fastsim-prep-root"
         assert int(cf.attrs["n_skipped"]) == 1
     assert main([*args, "--skip-bad"]) == 2  # exists: needs --overwrite
-    assert "exists" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        f"fastsim prep-root: error: {out}: already exists (pass --overwrite to replace it)"
+    )
 
 
 def test_prep_root_voxels_script(tmp_path, geo, rng):

@@ -35,6 +35,8 @@ Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed
   (b) every incident energy is below 1 MeV (no CaloChallenge-like sample has sub-MeV primaries; this
   catches files written entirely in GeV for primaries below 1 GeV). A file written entirely in GeV
   with primaries above 1 GeV cannot be told apart from a low-energy MeV file and is not flagged.
+  (c) the median deposited energy is below :data:`UNIT_LOW_RATIO` (0.2 %) of the incident energy
+  (but not zero): deposits in GeV with incident energies in MeV, 1000× too small.
   ``check_units=False`` turns these heuristics off (files from a barely trained generator).
 - a damaged file (corrupt or truncated compressed chunk) is reported as such; reading one raises
   :class:`InputFileError`, never a bare ``OSError``.
@@ -70,6 +72,9 @@ UNIT_RATIO = 1.5
 UNIT_FRACTION = 0.10
 #: Incident energies all below this (MeV) look like GeV.
 MIN_PLAUSIBLE_MAX_INCIDENT_MEV = 1.0
+#: A median E_dep/E_inc below this looks like deposits in GeV with incident energies in MeV
+#: (calorimeters see 1-100 % of the incident energy: GeV deposits give 1e-5 to 1e-3).
+UNIT_LOW_RATIO = 2e-3
 
 #: Rows read at a time by default, at most (dataset 1: 10 000 rows = 15 MB) ...
 DEFAULT_CHUNK_SIZE = 10_000
@@ -933,6 +938,16 @@ def _value_problems(st: ValueStats) -> list[tuple[str, str]]:
                 f"(incident energies in GeV?), expected MeV for both datasets",
             )
         )
+    if st.ratio_samples and not any(kind == "units" for kind, _ in out):
+        median = float(np.median(st.ratio_samples))
+        if 0 < median < UNIT_LOW_RATIO:
+            out.append(
+                (
+                    "units",
+                    f"median E_dep/E_inc is {median:.3g}: the deposits look like GeV while the incident "
+                    "energies are MeV (1000x too small), expected MeV for both datasets",
+                )
+            )
     if np.isfinite(st.e_max) and st.e_max < MIN_PLAUSIBLE_MAX_INCIDENT_MEV:
         out.append(
             (

@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -65,7 +66,9 @@ def energies_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str, bool]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fastsim.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="fastsim simulate",
         description="Geant4 full simulation of single particles (gamma, e-, e+) in a layered calorimeter; "
         "the energy deposited in the active material is scored per voxel of the binning, put on the "
@@ -91,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="em (default): each layer's active-material energy divided by its sampling fraction, "
                    "E_tot/E_inc ~ 1 as in the CaloChallenge files; active: the raw active-material deposits")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     p.add_argument("--describe", action="store_true", help="print the detector and exit")
     return p
 
@@ -99,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name ("simulate")."""
     args = build_parser().parse_args(argv[1:])
+    if not args.describe:  # the outputs first: a typo in -o costs no simulation
+        from fastsim.outputs import check_output_file, remove_stale_partials
+
+        for path in (args.output, args.root):
+            if path is not None:
+                check_output_file(path, args.overwrite)
+                remove_stale_partials(path)  # what a killed earlier run to this output left
     from fastsim.fullsim.detector import resolve_detector
     from fastsim.geometry import Geometry
 
@@ -126,7 +139,7 @@ def main(argv: list[str]) -> int:
         cut_mm=args.cut,
         root_output=args.root,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
         energy_spec=spec_text,
         discrete=discrete,
         energy_scale=args.energy_scale,

@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name."""
     args = build_parser().parse_args(argv[1:])
+    from fastsim.outputs import check_output_file
+
+    check_output_file(args.output, args.overwrite)  # before reading anything
     fr = _floats(args.fractions) if args.fractions is not None else None
     out = convert_energy_scale(args.input, args.output, to=args.to, fractions=fr, assume=args.assume,
                                geometry=args.geometry, overwrite=args.overwrite)

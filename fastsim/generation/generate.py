@@ -88,16 +88,11 @@ def batch_seed(seed: int, batch_index: int) -> int:
 
 
 def check_output_path(output: str | os.PathLike, overwrite: bool) -> str:
-    """Refuse an existing output (unless ``overwrite``) or a missing directory, before any work."""
-    output = os.fspath(output)
-    if os.path.isdir(output):
-        raise FastsimError(f"{output}: is a directory, not an output file name")
-    if os.path.exists(output) and not overwrite:
-        raise FastsimError(f"{output}: already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise FastsimError(f"{output}: directory {parent} does not exist")
-    return output
+    """Refuse an existing output (unless ``overwrite``), a missing or unwritable directory,
+    before any work (:func:`fastsim.outputs.check_output_file`)."""
+    from fastsim.outputs import check_output_file
+
+    return check_output_file(output, overwrite)
 
 
 def energies_like(reference: str | os.PathLike, n_voxels: int | None = None) -> ArrayEnergies:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastsim.errors import FastsimError
+from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 
 #: key under which the system's class path is stored in a checkpoint (read by load_generator)
@@ -200,7 +200,14 @@ class ShowerGeneratorModule(L.LightningModule):
                 x, e = torch.from_numpy(b["x"]), torch.from_numpy(b["e_inc"])
                 yield self._fractions(x, e), b["cond"][:, 0]
 
-        self.features.fit_stream(chunks())
+        try:
+            self.features.fit_stream(chunks())
+        except FastsimError as err:
+            path = getattr(tensors, "path", None)
+            if path is None:
+                raise
+            # name the file the bad values are in (the message alone does not say which)
+            raise InputFileError(path, str(err).removeprefix("EnergyFeatures.fit: ")) from None
 
     def _fractions(self, x: Tensor, e_inc: Tensor) -> Tensor:
         """Voxel energies over the incident energy, (n, V), from model space."""

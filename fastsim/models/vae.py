@@ -29,6 +29,7 @@ from fastsim.models.base import (
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures
+from fastsim.models.hparams import check_vae
 from fastsim.models.components.vae import DECODERS, Decoder, Encoder, EnergyHead, decode_sample
 from fastsim.models.losses import (
     gaussian_log_prob,
@@ -127,6 +128,7 @@ class ShowerVAE(ShowerGeneratorModule):
         energy_hidden: tuple[int, ...] = (64, 64),
         seed: int = 0,
     ) -> None:
+        check_vae({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
         self.save_hyperparameters()
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)

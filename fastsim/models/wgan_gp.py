@@ -20,6 +20,7 @@ from fastsim.models.base import (
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures
+from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.components.wgan import Critic, Generator
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
@@ -94,6 +95,7 @@ class WGANGP(ShowerGeneratorModule):
         output_init_scale: float = 0.01,
         seed: int = 0,
     ) -> None:
+        check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
         self.save_hyperparameters()
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)

@@ -20,13 +20,18 @@ from fastsim.errors import FastsimError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fastsim.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="fastsim benchmark",
         description="Compare generated showers with full simulation (CaloChallenge HDF5) and write a report.",
     )
     p.add_argument("--generated", required=True, help="generated showers (CaloChallenge HDF5)")
     p.add_argument("--reference", required=True, help="full-simulation showers (CaloChallenge HDF5)")
-    p.add_argument("--out", required=True, help="report directory (created)")
+    p.add_argument("--out", required=True, help="report directory (created; an existing one needs --overwrite)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing report directory (the old files all go)"
+    )
     p.add_argument(
         "--geometry",
         default=None,
@@ -85,6 +90,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _refuse_empty(*paths: str) -> None:
+    """A file without showers is named as such (not as missing energies after numpy warnings)."""
+    import os
+
+    from fastsim.data.hdf5 import open_calochallenge
+    from fastsim.errors import InputFileError
+
+    for path in paths:
+        if os.path.isfile(path):
+            with open_calochallenge(path) as f:
+                if f.n_showers == 0:
+                    raise InputFileError(path, "holds no showers")
+
+
 def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name (``"benchmark"``)."""
     args = build_parser().parse_args(argv[1:])
@@ -102,7 +121,12 @@ def main(argv: list[str]) -> int:
             raise FastsimError(f"--threshold must be a number of MeV, got {args.threshold!r}") from None
         if not (threshold >= 0 and threshold < float("inf")):
             raise FastsimError(f"--threshold must be a finite number >= 0 MeV, got {args.threshold!r}")
+    from fastsim.outputs import check_output_dir, discard, publish_dir, remove_stale_partials, temporary_dir
     from fastsim.report.report import load_tolerances, run_benchmark
+
+    check_output_dir(args.out, args.overwrite)  # before seconds of reading and metrics
+    remove_stale_partials(args.out)
+    _refuse_empty(args.generated, args.reference)
 
     tol = load_tolerances(
         args.tolerances,
@@ -112,22 +136,30 @@ def main(argv: list[str]) -> int:
         auc=args.auc_tol,
     )
     clf_opts = {} if args.classifier_epochs is None else {"max_epochs": args.classifier_epochs}
-    results = run_benchmark(
-        args.generated,
-        args.reference,
-        args.out,
-        geometry=args.geometry,
-        tolerances=tol,
-        classifier=args.classifier,
-        classifier_options=clf_opts,
-        max_showers=args.max_showers or None,
-        seed=args.seed,
-        chunk_size=args.chunk_size,
-        plots=not args.no_plots,
-        protocol=args.protocol,
-        threshold=threshold,
-        classifier_inputs=None if args.classifier_inputs is None else tuple(args.classifier_inputs.split(",")),
-    )
+    # built in a hidden directory and moved into place when complete: an error leaves nothing
+    # under --out, and an old report is replaced whole, never mixed with the new files
+    tmp = temporary_dir(args.out)
+    try:
+        results = run_benchmark(
+            args.generated,
+            args.reference,
+            tmp,
+            geometry=args.geometry,
+            tolerances=tol,
+            classifier=args.classifier,
+            classifier_options=clf_opts,
+            max_showers=args.max_showers or None,
+            seed=args.seed,
+            chunk_size=args.chunk_size,
+            plots=not args.no_plots,
+            protocol=args.protocol,
+            threshold=threshold,
+            classifier_inputs=None if args.classifier_inputs is None else tuple(args.classifier_inputs.split(",")),
+        )
+        publish_dir(tmp, args.out, overwrite=args.overwrite)
+    except BaseException:
+        discard(tmp)
+        raise
     s = results["summary"]
     verdict = "PASS" if s["pass"] else "FAIL"
     print(
