@@ -165,6 +165,8 @@ def run_attributes(
         noise_dim=int(model.noise_dim),
         energies=plan.describe(),
         n_showers=len(plan),
+        # the scale of the showers the model was trained on ("" if the training files did not say)
+        energy_scale=str(getattr(model, "energy_scale", "") or ""),
         **_model_description(model),
         **(extra or {}),
     )

@@ -23,6 +23,8 @@ from fastsim.geometry import Geometry
 CLASS_KEY = "fastsim_model_class"
 #: bumped when the checkpoint contents change incompatibly
 CHECKPOINT_VERSION = 1
+#: checkpoint key of the training data's energy scale ("em", "active" or "")
+ENERGY_SCALE_KEY = "fastsim_energy_scale"
 #: first seed word of validation noise, far from any global step
 VALIDATION_STREAM = 1 << 40
 
@@ -238,6 +240,16 @@ class ShowerGeneratorModule(L.LightningModule):
         cls = type(self)
         checkpoint[CLASS_KEY] = f"{cls.__module__}.{cls.__qualname__}"
         checkpoint["fastsim_checkpoint_version"] = CHECKPOINT_VERSION
+        checkpoint[ENERGY_SCALE_KEY] = self.energy_scale
+
+    @property
+    def energy_scale(self) -> str:
+        """The energy scale of the showers it was trained on (``"em"``, ``"active"``, or ``""``
+        where the training files did not say): its generated showers are on the same scale."""
+        if not getattr(self, "_energy_scale", "") and self._trainer is not None:
+            tensors = getattr(self.trainer.datamodule, "tensors", None)
+            self._energy_scale = str(getattr(tensors, "attrs", {}).get("energy_scale", "") or "")
+        return getattr(self, "_energy_scale", "")
 
     # ------------------------------------------------------------------ logging and divergence
     def _log_due(self, batches_done: int) -> bool:

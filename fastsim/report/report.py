@@ -45,6 +45,7 @@ __all__ = [
     "SampleData",
     "Tolerances",
     "check_deposit_scale",
+    "check_energy_scales",
     "check_inputs",
     "collect_sample",
     "compute_metrics",
@@ -281,6 +282,7 @@ def check_inputs(
             geo = infer_geometry(gpath, gf.attrs, gf.n_voxels, rpath, rf.attrs)
             for cf in (rf, gf):
                 geo.check_n_voxels(cf.n_voxels, cf.path)
+        check_energy_scales(gpath, gf.attrs, rpath, rf.attrs)
         e_ref, e_gen = rf.incident_energies(), gf.incident_energies()
         if not (np.all(np.isfinite(e_ref)) and np.all(e_ref > 0)):
             raise InputFileError(rpath, "incident energies must be finite and > 0 MeV")
@@ -290,6 +292,24 @@ def check_inputs(
             geo, groups, check, {"generated": dict(gf.attrs), "reference": dict(rf.attrs)},
             {"generated": gf.n_showers, "reference": rf.n_showers},
         )  # fmt: skip
+
+
+def check_energy_scales(
+    generated_path: str, generated_attrs: dict[str, Any], reference_path: str, reference_attrs: dict[str, Any]
+) -> None:
+    """Refuse a pair whose ``energy_scale`` attributes differ (EM scale vs active-material deposits:
+    a factor ~4 that no per-file check sees). Files that do not say are not judged here.
+
+    Raises:
+        InputFileError: naming the generated file, both scales and the fix.
+    """
+    g, r = generated_attrs.get("energy_scale") or "", reference_attrs.get("energy_scale") or ""
+    if g and r and g != r:
+        raise InputFileError(
+            generated_path,
+            f"showers are on the {g} energy scale but the reference {reference_path} is on the {r} scale "
+            "(convert the Geant4 file with fastsim em-scale, or train on the reference's scale)",
+        )
 
 
 # --------------------------------------------------------------------------------------- streaming
