@@ -7,7 +7,6 @@ import glob
 import os
 
 import h5py
-import numpy as np
 import pytest
 from test_training import GEO, REPO, write_showers
 
