@@ -249,7 +249,7 @@ def test_an_overshooting_generator_gets_a_report_not_a_refusal(pair, tmp_path, c
     assert code == 0 and "FAIL" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert all(r["response_ratio"] == pytest.approx(2.0, rel=0.02) for r in m["response"]["per_energy"])
-    code, _, err = run(capsys, "--generated", ref, "--reference", over, "--out", str(out), "--no-plots")
+    code, _, err = run(capsys, "--generated", ref, "--reference", over, "--out", str(tmp_path / "r2"), "--no-plots")
     assert code == 2
     one_line_error(err, over, "units")
 
