@@ -336,12 +336,14 @@ def test_failed_compression_leaves_nothing(tmp_path, rng, monkeypatch, threads):
 
 
 def test_layouts_not_encoded_here_go_through_h5py(tmp_path, rng):
-    """lzf (or shuffle, checksums) cannot be made by zlib: those datasets are written by h5py."""
+    """lzf (or shuffle, checksums) cannot be made by zlib, and uncompressed chunks have no work to
+    spread over threads: those datasets are written by h5py."""
     from fastsim.data.hdf5 import ChunkRowWriter
 
     e, s = _showers(rng, 30)
     with h5py.File(tmp_path / "x.h5", "w") as f:
-        for name, kw in {"lzf": {"compression": "lzf"}, "shuffle": {"compression": "gzip", "shuffle": True}}.items():
+        layouts = {"lzf": {"compression": "lzf"}, "shuffle": {"compression": "gzip", "shuffle": True}, "none": {}}
+        for name, kw in layouts.items():
             ds = f.create_dataset(name, shape=(0, V), maxshape=(None, V), chunks=(8, V), dtype=np.float32, **kw)
             with ChunkRowWriter(ds) as w:
                 assert not w.direct

@@ -357,6 +357,22 @@ class TestCompiledEqualsNumpy:
     def _needs_numba(self, engine: str) -> None:
         pass
 
+    def test_grid_count_is_searchsorted_and_stays_inside_the_tables(self, rng):
+        """The compiled lookup equals searchsorted on edges and next to them, and an invalid value
+        (the check reports it only after the loop) never indexes past the tables."""
+        from fastsim.data.voxelise import _grid_tables, compiled_kernels
+
+        edges = np.array(R_EDGES)
+        lookup = EdgeLookup([edges])
+        lo, inv_h, n_cells, cell_value, next_edge = _grid_tables(lookup)
+        near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+        values = np.concatenate([near, rng.uniform(-10.0, 150.0, 1000), [-np.inf, np.inf, np.nan, 1e300]])
+        count = compiled_kernels()._grid_count
+        got = np.array([count(v, lo, inv_h, n_cells, 0, cell_value, next_edge) for v in values])
+        finite = np.isfinite(values)
+        np.testing.assert_array_equal(got[finite], np.searchsorted(edges, values[finite], side="right"))
+        assert got.min() >= 0 and got.max() <= len(edges)
+
     @pytest.mark.parametrize("name", ["small", "1-photons", "1-pions"])
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])
     @pytest.mark.parametrize("tilted", [False, True])

@@ -30,14 +30,17 @@ def _grid_count(value, lo, inv_h, n_cells, base, cell_value, next_edge):
     """``EdgeLookup``'s count for one float64 ``value``: its grid cell (the true one or the one
     below, with float64 arithmetic), the tabulated count there, plus one if ``value`` reaches the
     next edge. Exact, like ``np.searchsorted(edges, value, side="right")``, and branch-free: a
-    binary search's mispredicted branches cost ~10x more here."""
+    binary search's mispredicted branches cost ~10x more here. Invalid values (NaN, inf; the
+    check reports them after the loop) still give an index inside the tables."""
     c = (value - lo) * inv_h - _BIAS
     if not c >= 0.0:  # NaN too (an invalid hit, reported after the loop): never index outside
         c = 0.0
     if c > n_cells:
         c = n_cells
     cell = np.int64(c) + base
-    return cell_value[cell] + (value >= next_edge[cell])
+    nxt = next_edge[cell]
+    # beyond the last edge there is no next one (+inf): an infinite value must not count it
+    return cell_value[cell] + (value >= nxt and nxt < np.inf)
 
 
 @njit(nogil=True, cache=True, error_model="numpy")

@@ -376,26 +376,25 @@ def default_write_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _direct_level(ds: h5py.Dataset) -> int | None | bool:
+def _direct_level(ds: h5py.Dataset) -> int | bool:
     """How :class:`ChunkRowWriter` may encode ``ds``'s chunks itself.
 
-    Returns the deflate level when gzip is the only filter, None when there is no filter, and
-    False when the chunks cannot be made here (lzf, shuffle, checksums, chunks narrower than a
-    row): such datasets are written through h5py as before.
+    Returns the deflate level when gzip is the only filter, and False otherwise: chunks that
+    cannot be made here (lzf, shuffle, checksums, chunks narrower than a row) and uncompressed
+    chunks (no work to spread over threads; h5py writes them with fewer copies) are written
+    through h5py as before.
     """
     if ds.chunks is None or ds.ndim != 2 or ds.chunks[1] != ds.shape[1] or ds.maxshape[0] is not None:
         return False
     dcpl = ds.id.get_create_plist()
     filters = [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())]
-    if not filters:
-        return None
     if len(filters) == 1 and filters[0][0] == h5py.h5z.FILTER_DEFLATE:
         values = filters[0][2]
         return int(values[0]) if len(values) else 6  # HDF5's default level
     return False
 
 
-def _encode_chunk(rows: np.ndarray, chunk_rows: int, dtype: np.dtype, fill: Any, level: int | None) -> bytes:
+def _encode_chunk(rows: np.ndarray, chunk_rows: int, dtype: np.dtype, fill: Any, level: int) -> bytes:
     """One stored chunk: ``rows`` (n <= chunk_rows, V) padded with the fill value, deflated.
 
     HDF5's deflate filter is zlib's ``compress2`` at the dataset's level, which is what
@@ -406,8 +405,7 @@ def _encode_chunk(rows: np.ndarray, chunk_rows: int, dtype: np.dtype, fill: Any,
         full = np.full((chunk_rows, rows.shape[1]), fill, dtype=dtype)
         full[: rows.shape[0]] = rows
         rows = full
-    data = np.ascontiguousarray(rows, dtype=dtype).tobytes()
-    return data if level is None else zlib.compress(data, level)
+    return zlib.compress(np.ascontiguousarray(rows, dtype=dtype), level)  # reads the array's buffer
 
 
 class ChunkRowWriter:
@@ -425,7 +423,8 @@ class ChunkRowWriter:
     Writing starts at the dataset's current end; if that is inside a chunk, the rows already
     there are read back into the tail and the chunk is rewritten whole. All HDF5 calls happen in
     the calling thread. Datasets whose chunks cannot be encoded here (lzf, shuffle, checksums,
-    chunks narrower than a row) are written through h5py on the calling thread, as before.
+    chunks narrower than a row) and uncompressed ones are written through h5py on the calling
+    thread, as before.
 
     Args:
         ds: the dataset, (N, V) with chunks (rows, V) and unlimited first axis.
