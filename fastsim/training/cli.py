@@ -143,7 +143,13 @@ def _cli_class() -> type:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from fastsim.models.hparams import HyperparameterError, check_data, check_hparams
+    from fastsim.models.hparams import (
+        HyperparameterError,
+        check_data,
+        check_divergence,
+        check_hparams,
+        check_model_selection,
+    )
     from fastsim.models.vae import ShowerVAE
     from fastsim.models.wgan_gp import WGANGP
     from fastsim.training.callbacks import Chi2ModelSelection, DivergenceCheck, ResumableCheckpoint
@@ -253,10 +259,12 @@ def _cli_class() -> type:
             self._held = _HeldLogs()
             self._held.start()  # until on_fit_start (below) or an error
             cfg = self.config["fit"]
-            try:
-                check_data(cfg["data"].as_dict())
-            except HyperparameterError as err:
-                raise self._bad_option(f"data.{err.key}", err.problem) from None
+            for group, check in (("data", check_data), ("model_selection", check_model_selection),
+                                 ("divergence", check_divergence)):  # fmt: skip
+                try:
+                    check(cfg[group].as_dict())
+                except HyperparameterError as err:
+                    raise self._bad_option(f"{group}.{err.key}", err.problem) from None
             model = cfg["model"]
             cls = model_class(model.get("class_path"), systems) if model is not None else None
             if cls is not None:
