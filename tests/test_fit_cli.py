@@ -118,6 +118,9 @@ def test_resume_in_the_same_directory_and_refuse_another_model(
     last = str(ckpt_dir / "last.ckpt")
     before = _weights(last)
     assert _step(last) == 30
+    # a kill between writing a periodic checkpoint and last.ckpt leaves a file newer than the
+    # state resumed from: the resumed run writes that name again, without "-v1" copies beside it
+    shutil.copyfile(last, ckpt_dir / "periodic-step=00000045.ckpt")
     # relative path, as typed
     rel = os.path.relpath(last)
     assert main(["fit", *base, "--trainer.max_steps", "60", "--ckpt_path", rel]) == 0

@@ -180,6 +180,12 @@ def _cli_class() -> type:
                     "checkpoint.every_n_train_steps": 3000,
                     "checkpoint.save_top_k": 1,
                     "checkpoint.save_last": True,
+                    # a run killed after writing a checkpoint newer than the last.ckpt it resumes
+                    # from leaves that file behind; the resumed run writes the same name again (the
+                    # same state: resuming is exact) and must replace it, not start "-v1" copies
+                    # beside it (nor a last-v1.ckpt)
+                    "checkpoint.enable_version_counter": False,
+                    "best_checkpoint.enable_version_counter": False,
                     # model selection as FastCaloGAN: the lowest summed χ²/ndf of E_tot/E_inc
                     "best_checkpoint.monitor": "val/chi2_ndf_sum",
                     "best_checkpoint.mode": "min",
