@@ -162,4 +162,12 @@ def test_packaged_config_names(train_file: str, tmp_path) -> None:
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "model", "vae.yaml")
     ).read()
     again = fastsim("config", "model/vae", "-o", str(tmp_path / "mine"), cwd=str(tmp_path))
-    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    target = tmp_path / "mine" / "model" / "vae.yaml"
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"fastsim config: error: {target}: already exists (pass --overwrite to replace it)"
+    )
+    target.write_text("edited")
+    replaced = fastsim("config", "model/vae", "-o", str(tmp_path / "mine"), "--overwrite", cwd=str(tmp_path))
+    packaged = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "model", "vae.yaml")
+    assert replaced.returncode == 0 and target.read_text() == open(packaged).read()
+    assert sorted(os.listdir(target.parent)) == ["vae.yaml"]  # no temporary left
