@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-
 from helpers_cli import small_model_args, tiny_checkpoint, write_toy_showers
 
 from fastsim.geometry import Geometry

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-
 from helpers_cli import cli_env, fastsim, small_model_args, write_toy_showers
 
 from fastsim.geometry import Geometry
