@@ -19,7 +19,6 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-
 from helpers_cli import small_model_args, tiny_checkpoint, write_toy_showers
 
 from fastsim.geometry import Geometry
@@ -278,6 +277,9 @@ BAD_HPARAMS = {
         "n_importance_samples": "0", "zero_threshold": "nan", "decode": "mode", "energy_hidden": "[8, -1]",
         "seed": "-1",
     },
+    "model_selection": {"n_bins": "0", "n_rms": "-3", "oversample": "0", "max_discrete": "0", "n_ranges": "0",
+                        "seed": "-1", "batch_size": "0"},
+    "divergence": {"every_n_steps": "0"},
     "data": {"batch_size": "0", "val_fraction": "1.0", "num_workers": "-1", "block_size": "0",
              "buffer_blocks": "0", "val_batch_size": "0", "seed": "-1"},
 }  # fmt: skip
@@ -351,7 +353,7 @@ def test_every_hyperparameter_is_checked_through_the_command_line(
     system: str, key: str, value: str, fx, tmp_path, monkeypatch, capfd
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    prefix = "--data." if system == "data" else "--model.init_args."
+    prefix = f"--{system}." if system in ("data", "model_selection", "divergence") else "--model.init_args."
     option = prefix + key
     argv = _fit(fx, f"{option}={value}", model="vae" if system == "ShowerVAE" else "wgan_gp")
     case = Case(argv, [option, key])

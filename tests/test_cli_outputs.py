@@ -13,7 +13,6 @@ import time
 import h5py
 import numpy as np
 import pytest
-
 from helpers_cli import cli_env, tiny_checkpoint, write_toy_showers
 
 from fastsim.cli import main

@@ -12,7 +12,6 @@ import time
 
 import pytest
 import torch
-
 from helpers_cli import cli_env, fastsim, small_model_args, write_toy_showers
 
 from fastsim.geometry import Geometry
@@ -118,6 +117,9 @@ def test_resume_in_the_same_directory_and_refuse_another_model(
     last = str(ckpt_dir / "last.ckpt")
     before = _weights(last)
     assert _step(last) == 30
+    # a kill between writing a periodic checkpoint and last.ckpt leaves a file newer than the
+    # state resumed from: the resumed run writes that name again, without "-v1" copies beside it
+    shutil.copyfile(last, ckpt_dir / "periodic-step=00000045.ckpt")
     # relative path, as typed
     rel = os.path.relpath(last)
     assert main(["fit", *base, "--trainer.max_steps", "60", "--ckpt_path", rel]) == 0
@@ -159,4 +161,12 @@ def test_packaged_config_names(train_file: str, tmp_path) -> None:
         os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "model", "vae.yaml")
     ).read()
     again = fastsim("config", "model/vae", "-o", str(tmp_path / "mine"), cwd=str(tmp_path))
-    assert again.returncode == 2 and "already exists" in again.stderr and "--overwrite" in again.stderr
+    target = tmp_path / "mine" / "model" / "vae.yaml"
+    assert again.returncode == 2 and again.stderr.strip() == (
+        f"fastsim config: error: {target}: already exists (pass --overwrite to replace it)"
+    )
+    target.write_text("edited")
+    replaced = fastsim("config", "model/vae", "-o", str(tmp_path / "mine"), "--overwrite", cwd=str(tmp_path))
+    packaged = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "model", "vae.yaml")
+    assert replaced.returncode == 0 and target.read_text() == open(packaged).read()
+    assert sorted(os.listdir(target.parent)) == ["vae.yaml"]  # no temporary left

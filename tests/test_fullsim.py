@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers_signals import press_ctrl_c, restore_sigint
 
 from fastsim.data.hdf5 import read_calochallenge, validate_calochallenge

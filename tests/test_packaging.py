@@ -9,7 +9,6 @@ import sys
 import sysconfig
 
 import pytest
-
 from helpers_cli import REPO, small_model_args, write_toy_showers
 
 from fastsim.geometry import Geometry

@@ -62,9 +62,8 @@ def _step(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fastsim.data.root import ENERGY_UNITS, LENGTH_UNITS
-
     from fastsim.cli import ArgumentParser
+    from fastsim.data.root import ENERGY_UNITS, LENGTH_UNITS
 
     p = ArgumentParser(
         prog="fastsim prep-root",
@@ -247,7 +246,6 @@ def convert(
 def main(argv: list[str]) -> int:
     """``fastsim prep-root …``; argv[0] is the command name. Returns the exit status."""
     from fastsim.geometry import Geometry
-
     from fastsim.outputs import check_output_file, remove_stale_partials
 
     args = build_parser().parse_args(argv[1:])

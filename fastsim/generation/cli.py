@@ -259,7 +259,6 @@ def export_main(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv[1:])
     from fastsim.generation.export import export_onnx
     from fastsim.generation.generate import check_output_path
-
     from fastsim.outputs import remove_stale_partials
 
     check_output_path(args.output, args.overwrite)

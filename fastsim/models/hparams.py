@@ -153,6 +153,20 @@ def check_data(hp: dict[str, Any]) -> None:
     _seed(hp)
 
 
+def check_model_selection(hp: dict[str, Any]) -> None:
+    """The :class:`~fastsim.training.callbacks.Chi2ModelSelection` options."""
+    _int_at_least(hp, "n_bins", 1)
+    _positive(hp, "n_rms")
+    for key in ("oversample", "max_discrete", "n_ranges", "batch_size"):
+        _int_at_least(hp, key, 1)
+    _seed(hp)
+
+
+def check_divergence(hp: dict[str, Any]) -> None:
+    """The :class:`~fastsim.training.callbacks.DivergenceCheck` options."""
+    _int_at_least(hp, "every_n_steps", 1)
+
+
 #: system class name -> its check (the systems call theirs at the top of ``__init__``)
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {"WGANGP": check_wgan_gp, "ShowerVAE": check_vae}
 

@@ -29,8 +29,8 @@ from fastsim.models.base import (
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures
-from fastsim.models.hparams import check_vae
 from fastsim.models.components.vae import DECODERS, Decoder, Encoder, EnergyHead, decode_sample
+from fastsim.models.hparams import check_vae
 from fastsim.models.losses import (
     gaussian_log_prob,
     kl_standard_normal,

@@ -20,8 +20,8 @@ from fastsim.models.base import (
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures
-from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.components.wgan import Critic, Generator
+from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]

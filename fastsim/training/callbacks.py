@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fastsim.errors import FastsimError
 from fastsim.models.base import first_nonfinite
+from fastsim.models.hparams import check_divergence, check_model_selection
 
 
 def energy_groups(
@@ -80,6 +81,7 @@ class Chi2ModelSelection(Callback):
         batch_size: int = 4096,
         clip_outliers: bool = True,
     ) -> None:
+        check_model_selection({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.clip_outliers = clip_outliers
         self.n_bins = n_bins
         self.n_rms = n_rms
@@ -161,7 +163,8 @@ class DivergenceCheck(Callback):
     """
 
     def __init__(self, every_n_steps: int = 10) -> None:
-        self.every_n_steps = max(1, int(every_n_steps))
+        check_divergence({"every_n_steps": every_n_steps})
+        self.every_n_steps = int(every_n_steps)
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
         bad = first_nonfinite(pl_module.state_dict())

@@ -143,7 +143,13 @@ def _cli_class() -> type:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-    from fastsim.models.hparams import HyperparameterError, check_data, check_hparams
+    from fastsim.models.hparams import (
+        HyperparameterError,
+        check_data,
+        check_divergence,
+        check_hparams,
+        check_model_selection,
+    )
     from fastsim.models.vae import ShowerVAE
     from fastsim.models.wgan_gp import WGANGP
     from fastsim.training.callbacks import Chi2ModelSelection, DivergenceCheck, ResumableCheckpoint
@@ -174,6 +180,12 @@ def _cli_class() -> type:
                     "checkpoint.every_n_train_steps": 3000,
                     "checkpoint.save_top_k": 1,
                     "checkpoint.save_last": True,
+                    # a run killed after writing a checkpoint newer than the last.ckpt it resumes
+                    # from leaves that file behind; the resumed run writes the same name again (the
+                    # same state: resuming is exact) and must replace it, not start "-v1" copies
+                    # beside it (nor a last-v1.ckpt)
+                    "checkpoint.enable_version_counter": False,
+                    "best_checkpoint.enable_version_counter": False,
                     # model selection as FastCaloGAN: the lowest summed χ²/ndf of E_tot/E_inc
                     "best_checkpoint.monitor": "val/chi2_ndf_sum",
                     "best_checkpoint.mode": "min",
@@ -253,10 +265,12 @@ def _cli_class() -> type:
             self._held = _HeldLogs()
             self._held.start()  # until on_fit_start (below) or an error
             cfg = self.config["fit"]
-            try:
-                check_data(cfg["data"].as_dict())
-            except HyperparameterError as err:
-                raise self._bad_option(f"data.{err.key}", err.problem) from None
+            for group, check in (("data", check_data), ("model_selection", check_model_selection),
+                                 ("divergence", check_divergence)):  # fmt: skip
+                try:
+                    check(cfg[group].as_dict())
+                except HyperparameterError as err:
+                    raise self._bad_option(f"{group}.{err.key}", err.problem) from None
             model = cfg["model"]
             cls = model_class(model.get("class_path"), systems) if model is not None else None
             if cls is not None:
