@@ -15,7 +15,7 @@ from fastsim.data.hdf5 import write_calochallenge
 from fastsim.geometry import Geometry, Layer
 from fastsim.metrics import calochallenge as cc
 from fastsim.metrics.classifier import CALOCHALLENGE, classifier_test
-from fastsim.metrics.fpd import fpd, frechet_distance, kpd, mmd_poly_unbiased
+from fastsim.metrics.fpd import fpd, fpd_floor, frechet_distance, kpd, mmd_poly_unbiased
 from fastsim.metrics.shapes import shower_features
 
 
@@ -129,6 +129,24 @@ def test_fpd_identical_samples_is_zero_and_a_shift_is_recovered():
     assert v == pytest.approx(0.75, abs=0.03)
 
 
+def test_fpd_floor_predicts_the_fpd_of_two_independent_samples():
+    """FPD of two independent samples of one Gaussian is > 0 (empirical distributions differ); the
+    floor, estimated from halves of the reference alone, predicts it within its spread."""
+    rng = np.random.default_rng(4)
+    small = dict(min_samples=3000, max_samples=6000, num_batches=5, num_points=4)
+    ref = rng.normal(size=(2000, 10))
+    values = [fpd(ref, rng.normal(size=(1000, 10)), seed=s, **small)[0] for s in range(4)]
+    floor, spread = fpd_floor(ref, 1000, seed=0, **small)
+    assert min(values) > 0 and floor > 0 and spread > 0
+    assert abs(np.mean(values) - floor) < 3 * max(spread, np.std(values, ddof=1)), (values, floor, spread)
+    # a real difference stands far above the floor
+    shifted = fpd(ref, rng.normal(size=(1000, 10)) + 0.3, seed=0, **small)[0]
+    assert shifted > floor + 10 * spread
+    # the floor falls with the sample sizes as 1/n_gen + 1/n_ref
+    assert fpd_floor(ref, 4000, n_real=4000, seed=0, **small)[0] == pytest.approx(
+        floor * (2 / 4000) / (1 / 1000 + 1 / 2000), rel=1e-9)
+
+
 def test_mmd_and_kpd():
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(60, 3)), rng.normal(size=(45, 3)) + 0.3
@@ -204,7 +222,7 @@ def test_benchmark_calochallenge_protocol_records_everything(files, tmp_path, ca
     assert clf["high_level"]["n_features"] == len(m["calochallenge"]["high_level_columns"]) == 1 + 5 + 8 + 1 + 15
     c = m["calochallenge"]
     assert c["dataset"] == "1-photons" and c["fpd"]["min_samples"] == 10_000 and c["kpd"]["batch_size"] == 10_000
-    assert c["fpd"]["value"] is not None and c["kpd"]["unc"] is not None
+    assert c["fpd"]["value"] is not None and c["kpd"]["unc"] is not None and c["fpd"]["floor"] > 0
     assert [r["layer"] for r in c["features"]["center_eta"]] == [1, 2]  # the α-binned layers only
     assert len(c["e_ratio"]["edges"]) == 101
     # per energy in the official binning: 1 GeV in [0.4, 1.4], 8 GeV in [0.9, 1.1]

@@ -30,6 +30,7 @@ are accumulated in row blocks so memory stays O(block × rows).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -140,6 +141,53 @@ def fpd(
         lambda t, c, k: c + k * t, 1.0 / sizes, np.asarray(means), bounds=([0, 0], [np.inf, np.inf])
     )
     return float(params[0]), float(math.sqrt(max(cov[0, 0], 0.0)))
+
+
+def fpd_floor(
+    real: ArrayLike,
+    n_gen: int,
+    n_real: int | None = None,
+    seed: int = 42,
+    n_splits: int = 3,
+    **fpd_options: Any,
+) -> tuple[float, float]:
+    """The FPD that two independent samples of sizes ``n_gen`` and ``n_real`` of the *reference's own*
+    distribution give, estimated from the reference: its finite-sample floor.
+
+    :func:`fpd` resamples the two *empirical* distributions, whose difference does not shrink with
+    the batch size, so two samples of one distribution give FPD > 0 (≈ 0.002 for 2700 vs 6300
+    showers of the dataset-1 high-level vector). The reference is split at random into two
+    disjoint halves A, B; ``fpd(A, B)`` (normalised with the whole reference's column maxima, as
+    :func:`fpd` normalises the pair) is scaled to the requested sizes by the leading-order
+    dependence of the empirical Fréchet distance on the sample sizes, ``∝ 1/n_gen + 1/n_real``.
+    This is repeated for ``n_splits`` random splits: the floor is their mean, its uncertainty their
+    standard deviation — the sample-to-sample spread of an FPD between two independent samples,
+    which is far larger than :func:`fpd`'s fit uncertainty (checked on Gaussian samples: 2700 vs
+    2700 rows of 30 columns give FPD 0.0137–0.0160 over three realisations, floor 0.0140–0.0145).
+
+    Args:
+        real: reference features (N, F).
+        n_gen, n_real: the sample sizes of the comparison (default ``n_real`` = N).
+        seed: seeds the split and the batch draws.
+        fpd_options: passed to :func:`fpd` (``min_samples`` …).
+
+    Returns:
+        (floor, its uncertainty), in the units of :func:`fpd` with ``normalise=True``.
+    """
+    x = np.asarray(real, dtype=np.float64)
+    n = len(x)
+    if n < 4 or n_gen < 1:
+        raise ValueError(f"need >= 4 reference rows and n_gen >= 1, got {n} and {n_gen}")
+    scale = np.max(np.abs(x), axis=0)
+    scale[scale == 0] = 1.0
+    x = x / scale
+    factor = (1.0 / n_gen + 1.0 / (n if n_real is None else n_real)) / (2.0 / (n // 2))
+    values = []
+    for k in range(max(1, n_splits)):
+        perm = np.random.default_rng([seed, 0xF1, k]).permutation(n)
+        a, b = x[perm[: n // 2]], x[perm[n // 2 : 2 * (n // 2)]]
+        values.append(fpd(a, b, normalise=False, seed=seed + k, **fpd_options)[0] * factor)
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
 
 def mmd_poly_unbiased(
