@@ -148,7 +148,7 @@ def fpd_floor(
     n_gen: int,
     n_real: int | None = None,
     seed: int = 42,
-    n_splits: int = 3,
+    n_splits: int = 5,
     **fpd_options: Any,
 ) -> tuple[float, float]:
     """The FPD that two independent samples of sizes ``n_gen`` and ``n_real`` of the *reference's own*
