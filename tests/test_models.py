@@ -473,3 +473,125 @@ def test_wgan_critic_sees_standardised_energy_and_penalises_in_that_space(geo_sm
     out = model.critic_step(x[:32], cond[:32], torch.Generator().manual_seed(0), e[:32])
     assert float(out["grad_norm"]) == pytest.approx(1.0, abs=1e-5)
     assert float(out["gradient_penalty"]) == pytest.approx(0.0, abs=1e-8)
+
+
+# --------------------------------------------------------------------------- hierarchical outputs
+
+
+class ListTensors:
+    """The ``len`` / ``read(start, stop)`` interface of TrainingTensors over in-memory batches."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.cols = {k: torch.cat([b[k] for b in batches]).numpy() for k in ("x", "cond", "e_inc")}
+
+    def __len__(self) -> int:
+        return len(self.cols["x"])
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: v[start:stop] for k, v in self.cols.items()}
+
+
+def hierarchical(geo: Geometry, **kw) -> WGANGP:
+    model = make(WGANGP, geo, output="hierarchical", **kw)
+    tensors = ListTensors(tiny_batches(geo))
+    model.fit_features(tensors)
+    if kw.get("output_init") == "mean_shower":
+        model.init_output_from_data(tensors)
+    return model
+
+
+def test_hierarchical_generator_is_energy_consistent(geo_small: Geometry) -> None:
+    torch.manual_seed(3)
+    model = hierarchical(geo_small, output_init="default")
+    gen = model.generator
+    e_inc = torch.tensor([E_MIN, 8 * E_MIN, E_MAX] * 50)
+    cond = model.conditions(e_inc)
+    z = torch.randn(len(e_inc), model.latent_dim) * 5.0  # far out in the noise as well
+    r, f_layer, f_vox = gen.parts(z, cond)
+    torch.testing.assert_close(f_layer.sum(1), torch.ones(len(e_inc)))
+    for a, b in gen.layer_slices:
+        torch.testing.assert_close(f_vox[:, a:b].sum(1), torch.ones(len(e_inc)))
+    x = gen(z, cond)
+    assert bool((x >= 0).all())
+    torch.testing.assert_close(x.sum(1), r)  # E_tot/E_inc is the emitted r, the layers share it
+    for k, (a, b) in enumerate(gen.layer_slices):
+        torch.testing.assert_close(x[:, a:b].sum(1), r * f_layer[:, k])
+    # r is bounded by m + u_max·s of the training E_tot/E_inc at that energy: never E_tot >> E_inc
+    stats = model.generator.total
+    bound = stats.destandardise(torch.full((len(e_inc), 1), gen.u_max), cond[:, 0])[:, 0]
+    assert bool((r <= bound + 1e-6).all())
+
+
+def test_hierarchical_mean_shower_init_starts_at_the_mean(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower")
+    tensors = ListTensors(tiny_batches(geo_small))
+    mean = torch.from_numpy(tensors.cols["x"]).double().mean(0)
+    z = torch.randn(64, model.latent_dim)
+    x = model.generator(z, model.conditions(torch.full((64,), 4 * E_MIN))).double()
+    shape = x.mean(0) / x.mean(0).sum()
+    torch.testing.assert_close(shape, mean / mean.sum(), atol=2e-3, rtol=0.05)
+
+
+def test_hierarchical_readout_threshold_zeroes_small_voxels_straight_through(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", readout_threshold=5.0)
+    e_inc = torch.full((16,), E_MIN)
+    cond = model.conditions(e_inc)
+    z = torch.randn(16, model.latent_dim)
+    model.eval()
+    mev = model.generate(e_inc, generator=torch.Generator().manual_seed(1))
+    assert bool(((mev == 0) | (mev >= 5.0)).all()) and bool((mev == 0).any())
+    model.train()
+    x = model.generator(z, cond)
+    assert bool(((x * E_MIN == 0) | (x * E_MIN >= 5.0 - 1e-4)).all())
+    # the gradient of a zeroed voxel is that of the unthresholded one (straight-through)
+    (g,) = torch.autograd.grad(x[:, 0].sum(), model.generator.last_linear().bias)
+    assert float(g.abs().sum()) > 0
+
+
+def test_hierarchical_trains_reloads_and_rejects_other_transforms(tmp_path, geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = hierarchical(geo_small, output_init="mean_shower", readout_threshold=1.0,
+                         critic_features="energy_layers", n_critic=2)
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+    with pytest.raises(FastsimError, match="hierarchical"):
+        WGANGP(geometry=geo_small.to_dict(), condition=CONDITION, output="hierarchical", output_activation="none",
+               transform={"class": "Chain", "transforms": [TRANSFORM, {"class": "LogTransform"}]})
+    with pytest.raises(FastsimError, match="output must be"):
+        make(WGANGP, geo_small, output="pixels")
+
+
+def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) -> None:
+    from fastsim.metrics.shapes import shower_features
+    from fastsim.models.components.features import ShowerFeatures
+
+    rng = np.random.default_rng(0)
+    n, v = 40, geo_photons.n_voxels
+    fractions = rng.exponential(0.002, (n, v)) * (rng.random((n, v)) > 0.5)
+    fractions[:5, geo_photons.layer_slice(0)] = 0.0  # empty layers: centre and width 0
+    slices = [(s.start, s.stop) for s in geo_photons.layer_slices]
+    feats = ShowerFeatures(slices, *geo_photons.voxel_xy_center, sparsity_eps=1e-12)
+    obs = feats.observables(torch.tensor(fractions, dtype=torch.float64)).numpy()
+    ref = shower_features(fractions, np.ones(n), geo_photons)
+    n_l = len(slices)
+    assert obs.shape == (n, 1 + 6 * n_l) == (n, feats.n_features)
+    np.testing.assert_allclose(obs[:, 0], ref["e_tot"], rtol=1e-6)
+    for k, key in enumerate(("e_layer", "center_x", "center_y", "width_x", "width_y", "sparsity")):
+        got = obs[:, 1 + k * n_l : 1 + (k + 1) * n_l]
+        want = ref[key] if not key.startswith("width") else np.sqrt(ref[key] ** 2 + 1e-4)
+        # widths: the 1e-12 guard of E_layer shifts E[x²] − E[x]² by ~1e-5 mm² at 400 mm radii
+        atol = {"sparsity": 1e-6, "width_x": 0.05, "width_y": 0.05}.get(key, 1e-5)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=atol, err_msg=key)
+    # differentiable: a critic on these features passes gradients to every voxel of a filled layer
+    x = torch.tensor(fractions[5:6], requires_grad=True)
+    feats.observables(x)[:, 1 + n_l + 1].sum().backward()  # centre_x of layer 1
+    assert bool((x.grad[0, geo_photons.layer_slice(1)] != 0).any())
+
+
+def test_wgan_with_shape_features_trains(tmp_path, geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes", n_critic=2)
+    assert model.critic.net[0].in_features == geo_small.n_voxels + 1 + 6 * 3 + 1
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)

@@ -19,13 +19,14 @@ from fastsim.models.base import (
     ShowerGeneratorModule,
     transform_classes,
 )
-from fastsim.models.components.features import EnergyFeatures
-from fastsim.models.components.wgan import Critic, Generator
+from fastsim.models.components.features import EnergyFeatures, ShowerFeatures
+from fastsim.models.components.wgan import Critic, Generator, HierarchicalGenerator
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]
-CriticFeatures = Literal["none", "energy", "energy_layers"]
+CriticFeatures = Literal["none", "energy", "energy_layers", "shapes"]
 OutputInit = Literal["default", "mean_shower"]
+Output = Literal["voxels", "hierarchical"]
 
 
 class WGANGP(ShowerGeneratorModule):
@@ -50,7 +51,8 @@ class WGANGP(ShowerGeneratorModule):
         clip_value: c for weight clipping into [−c, c].
         critic_features: extra critic inputs computed from each shower (:class:`EnergyFeatures`):
             "none" (FastCaloGAN: voxels only), "energy" (E_tot/E_inc standardised per incident
-            energy) or "energy_layers" (and each layer's energy). The critic then acts on the
+            energy), "energy_layers" (and each layer's energy) or "shapes" (and each layer's centres,
+            widths and a differentiable sparsity, :class:`ShowerFeatures`). The critic then acts on the
             augmented event ``[x, w·u(x)]`` and the gradient penalty is taken in that space
             (interpolating the augmented real and generated events), so the Wasserstein metric
             weighs energy-response and resolution mismatches at O(1) whatever the energy.
@@ -62,6 +64,13 @@ class WGANGP(ShowerGeneratorModule):
             pulling it down kills most outputs for good (a ReLU unit negative for every input gets
             no gradient): 3–20 % of the voxels stay non-zero where Geant4 fills ~60 %.
         output_init_scale: factor on the last layer's initial weights with "mean_shower".
+        output: "voxels" (FastCaloGAN: one output per voxel through ``output_activation``) or
+            "hierarchical" (:class:`HierarchicalGenerator`, CaloShowerGAN: E_tot/E_inc standardised
+            per energy, softmax layer fractions, softmax voxel fractions per layer; positive and
+            energy-consistent by construction; needs the DivideByIncident transform; its E_tot/E_inc
+            statistics are fitted at ``setup("fit")`` and saved in the checkpoint).
+        readout_threshold: with "hierarchical", voxels below this energy (MeV) are set to 0, as a
+            detector's readout does (straight-through gradient in training); 0: no threshold.
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -92,6 +101,8 @@ class WGANGP(ShowerGeneratorModule):
         feature_weight: float = 1.0,
         output_init: OutputInit = "default",
         output_init_scale: float = 0.01,
+        output: Output = "voxels",
+        readout_threshold: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -101,17 +112,27 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
         if n_critic < 1:
             raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
-        if critic_features not in ("none", "energy", "energy_layers"):
+        if critic_features not in ("none", "energy", "energy_layers", "shapes"):
             raise FastsimError(
-                f"critic_features must be 'none', 'energy' or 'energy_layers', got {critic_features!r}"
+                f"critic_features must be 'none', 'energy', 'energy_layers' or 'shapes', got {critic_features!r}"
             )
         if not feature_weight > 0:
             raise FastsimError(f"feature_weight must be > 0, got {feature_weight}")
         if output_init not in ("default", "mean_shower"):
             raise FastsimError(f"output_init must be 'default' or 'mean_shower', got {output_init!r}")
+        if output not in ("voxels", "hierarchical"):
+            raise FastsimError(f"output must be 'voxels' or 'hierarchical', got {output!r}")
+        if not readout_threshold >= 0:
+            raise FastsimError(f"readout_threshold must be >= 0 MeV, got {readout_threshold}")
         stages = transform_classes(self.hparams["transform"])
+        if output == "hierarchical" and stages != ["DivideByIncident"]:
+            raise FastsimError(
+                f"output: hierarchical emits fractions of the incident energy and needs the 'divide' "
+                f"transform (DivideByIncident), got {stages}"
+            )
         if (
-            output_activation.lower() in ("relu", "softplus", "sigmoid")
+            output == "voxels"
+            and output_activation.lower() in ("relu", "softplus", "sigmoid")
             and not set(stages) <= NON_NEGATIVE_TRANSFORMS
         ):
             # e.g. a log or standardised target is mostly negative: a ReLU output could never reach it
@@ -122,16 +143,32 @@ class WGANGP(ShowerGeneratorModule):
         v = self.n_voxels
         self.hparams["critic_hidden"] = tuple(critic_hidden) if critic_hidden is not None else (v, v, v)
         self.hparams["generator_hidden"] = tuple(generator_hidden)
-        self.generator = Generator(
-            latent_dim,
-            n_conditions,
-            v,
-            self.hparams["generator_hidden"],
-            generator_activation,
-            output_activation,
-        )
-        if critic_features != "none":
-            slices = [(sl.start, sl.stop) for sl in self.geometry.layer_slices]
+        slices = [(sl.start, sl.stop) for sl in self.geometry.layer_slices]
+        if output == "hierarchical":
+            from fastsim.data.transforms import build_transform
+
+            self.generator: Generator | HierarchicalGenerator = HierarchicalGenerator(
+                latent_dim,
+                n_conditions,
+                slices,
+                EnergyFeatures(),
+                build_transform(self.hparams["condition"]),
+                self.hparams["generator_hidden"],
+                generator_activation,
+                readout_threshold,
+            )
+        else:
+            self.generator = Generator(
+                latent_dim,
+                n_conditions,
+                v,
+                self.hparams["generator_hidden"],
+                generator_activation,
+                output_activation,
+            )
+        if critic_features == "shapes":
+            self.features = ShowerFeatures(slices, *self.geometry.voxel_xy_center)
+        elif critic_features != "none":
             self.features = EnergyFeatures(slices if critic_features == "energy_layers" else ())
         n_feat = 0 if self.features is None else self.features.n_features
         self.critic = Critic(v + n_feat, n_conditions, self.hparams["critic_hidden"], critic_activation)
@@ -158,12 +195,20 @@ class WGANGP(ShowerGeneratorModule):
         total = torch.zeros(self.n_voxels, dtype=torch.float64)
         for start in range(0, len(tensors), rows):
             total += torch.from_numpy(tensors.read(start, start + rows)["x"]).double().sum(dim=0)
+        if isinstance(self.generator, HierarchicalGenerator):
+            self.generator.init_from_mean(total / max(1, len(tensors)), self.hparams.output_init_scale)
+            self._output_initialised = True
+            return
         last = self.generator.last_linear()
         last.bias.copy_((total / max(1, len(tensors))).to(last.bias))
         last.weight.mul_(self.hparams.output_init_scale)
         self._output_initialised = True
 
-    def decoder_network(self) -> Generator:
+    def feature_modules(self) -> list[torch.nn.Module]:
+        extra = [self.generator.total] if isinstance(self.generator, HierarchicalGenerator) else []
+        return super().feature_modules() + extra
+
+    def decoder_network(self) -> Generator | HierarchicalGenerator:
         return self.generator
 
     # ------------------------------------------------------------------ critic features

@@ -137,3 +137,60 @@ class EnergyFeatures(_Fitted):
 
     def config(self) -> dict[str, Any]:
         return {"layer_slices": self.layer_slices, "min_std": self.min_std}
+
+
+class ShowerFeatures(EnergyFeatures):
+    """:class:`EnergyFeatures` plus the shape observables a high-level classifier sees, per layer.
+
+    Observables, standardised per incident energy like the energies: E_tot/E_inc, each layer's
+    E_layer/E_inc, then per layer the energy-weighted centres of the voxel centres in x (η-like)
+    and y (φ-like), the widths (energy-weighted standard deviations) in x and y (mm) and a
+    differentiable sparsity ``mean_v x_v / (x_v + ε)`` (→ the fraction of hit voxels for
+    ``x_v >> ε``; ε in fractions of the incident energy). An empty layer has centres and widths 0
+    (the CaloChallenge convention).
+
+    Args:
+        layer_slices: voxel ranges ``(start, stop)`` of the layers.
+        voxel_x, voxel_y: voxel centres (V,) in mm (``Geometry.voxel_xy_center``).
+        sparsity_eps: ε of the soft hit count.
+        min_std: floor of the fitted standard deviations (e.g. y of a layer without α binning).
+
+    Features: ``F = 1 + 6·L``.
+    """
+
+    def __init__(
+        self,
+        layer_slices: Sequence[Sequence[int]],
+        voxel_x: Any,
+        voxel_y: Any,
+        sparsity_eps: float = 1e-6,
+        min_std: float = 1e-6,
+    ) -> None:
+        super().__init__(layer_slices, min_std)
+        self.n_features = 1 + 6 * len(self.layer_slices)
+        self.sparsity_eps = float(sparsity_eps)
+        self.register_buffer("voxel_x", torch.as_tensor(np.asarray(voxel_x), dtype=torch.float32))
+        self.register_buffer("voxel_y", torch.as_tensor(np.asarray(voxel_y), dtype=torch.float32))
+        self.mean = torch.zeros(1, self.n_features)
+        self.std = torch.ones(1, self.n_features)
+
+    def observables(self, fractions: Tensor) -> Tensor:
+        """Raw observables: (n, V) fractions -> (n, F), ordered total, energies, cx, cy, wx, wy, sparsity."""
+        energies = [fractions.sum(dim=1)]
+        shape: list[list[Tensor]] = [[], [], [], [], []]
+        x, y = self.voxel_x.to(fractions.dtype), self.voxel_y.to(fractions.dtype)
+        for a, b in self.layer_slices:
+            f = fractions[:, a:b]
+            e = f.sum(dim=1)
+            energies.append(e)
+            w = f / (e.unsqueeze(1) + 1e-12)
+            for k, coord in enumerate((x[a:b], y[a:b])):
+                c1 = w @ coord
+                var = torch.clamp(w @ coord**2 - c1**2, min=0.0)
+                shape[k].append(c1)
+                shape[2 + k].append(torch.sqrt(var + 1e-4))
+            shape[4].append((f / (f + self.sparsity_eps)).mean(dim=1))
+        return torch.stack(energies + [t for group in shape for t in group], dim=1)
+
+    def config(self) -> dict[str, Any]:
+        return {"layer_slices": self.layer_slices, "sparsity_eps": self.sparsity_eps, "min_std": self.min_std}
