@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 
 import lightning as L
@@ -158,7 +159,7 @@ def test_wgan_weight_clipping(tmp_path, geo_small: Geometry) -> None:
         assert bool((p.detach().abs() <= 0.02).all())
 
 
-@pytest.mark.parametrize("decode", ["mean", "sample"])
+@pytest.mark.parametrize("decode", ["mean", "sample", "sample_zeros"])
 def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry, decode: str) -> None:
     torch.manual_seed(0)
     model = make(
@@ -170,7 +171,7 @@ def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry, decode: str) -> N
         n_importance_samples=8,
         decode=decode,
     )
-    assert model.noise_dim == 8 + (2 * geo_small.n_voxels if decode == "sample" else 0)
+    assert model.noise_dim == 8 + {"sample": 2, "sample_zeros": 1}.get(decode, 0) * geo_small.n_voxels
     trainer = fit(model, geo_small, str(tmp_path), limit_train_batches=3)
     assert trainer.global_step == 3
     m = trainer.callback_metrics
@@ -595,3 +596,19 @@ def test_wgan_with_shape_features_trains(tmp_path, geo_small: Geometry) -> None:
     fit(model, geo_small, str(tmp_path))
     (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
     check_reloaded(ckpt, model, WGANGP, geo_small)
+
+
+def test_vae_sample_zeros_draws_the_zero_mask() -> None:
+    from fastsim.models.components.vae import decode_mean, decode_sample_zeros
+
+    torch.manual_seed(0)
+    n, v = 4000, 6
+    zero_logit = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0, 0.5]).expand(n, v)
+    mu, log_sigma = torch.full((n, v), -4.0), torch.full((n, v), -1.0)
+    x = decode_sample_zeros(zero_logit, mu, log_sigma, torch.randn(n, v))
+    empty = (x == 0).double().mean(0)
+    torch.testing.assert_close(empty, torch.sigmoid(zero_logit[0]).double(), atol=0.03, rtol=0)
+    filled = x[x > 0]
+    torch.testing.assert_close(filled, torch.full_like(filled, float(torch.exp(torch.tensor(-4.0 + 0.5 * math.exp(-2.0))))))
+    # on average the mean shower
+    torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.05, atol=0)
