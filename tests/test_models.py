@@ -577,6 +577,9 @@ def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) 
     ref = shower_features(fractions, np.ones(n), geo_photons)
     n_l = len(slices)
     assert obs.shape == (n, 1 + 6 * n_l) == (n, feats.n_features)
+    plain = ShowerFeatures(slices, *geo_photons.voxel_xy_center)  # no sparsity by default
+    assert plain.n_features == 1 + 5 * n_l
+    np.testing.assert_allclose(plain.observables(torch.tensor(fractions)).numpy(), obs[:, : 1 + 5 * n_l])
     np.testing.assert_allclose(obs[:, 0], ref["e_tot"], rtol=1e-6)
     for k, key in enumerate(("e_layer", "center_x", "center_y", "width_x", "width_y", "sparsity")):
         got = obs[:, 1 + k * n_l : 1 + (k + 1) * n_l]
@@ -591,7 +594,7 @@ def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) 
 
 
 def test_wgan_with_shape_features_trains(tmp_path, geo_small: Geometry) -> None:
-    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes", n_critic=2)
+    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes_sparsity", n_critic=2)
     assert model.critic.net[0].in_features == geo_small.n_voxels + 1 + 6 * 3 + 1
     fit(model, geo_small, str(tmp_path))
     (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)

@@ -24,7 +24,7 @@ from fastsim.models.components.wgan import Critic, Generator, HierarchicalGenera
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]
-CriticFeatures = Literal["none", "energy", "energy_layers", "shapes"]
+CriticFeatures = Literal["none", "energy", "energy_layers", "shapes", "shapes_sparsity"]
 OutputInit = Literal["default", "mean_shower"]
 Output = Literal["voxels", "hierarchical"]
 
@@ -51,8 +51,9 @@ class WGANGP(ShowerGeneratorModule):
         clip_value: c for weight clipping into [−c, c].
         critic_features: extra critic inputs computed from each shower (:class:`EnergyFeatures`):
             "none" (FastCaloGAN: voxels only), "energy" (E_tot/E_inc standardised per incident
-            energy), "energy_layers" (and each layer's energy) or "shapes" (and each layer's centres,
-            widths and a differentiable sparsity, :class:`ShowerFeatures`). The critic then acts on the
+            energy), "energy_layers" (and each layer's energy), "shapes" (and each layer's centres
+            and widths in x and y, :class:`ShowerFeatures`) or "shapes_sparsity" (and a
+            differentiable sparsity per layer, ε = 1e-6 of E_inc). The critic then acts on the
             augmented event ``[x, w·u(x)]`` and the gradient penalty is taken in that space
             (interpolating the augmented real and generated events), so the Wasserstein metric
             weighs energy-response and resolution mismatches at O(1) whatever the energy.
@@ -112,9 +113,10 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
         if n_critic < 1:
             raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
-        if critic_features not in ("none", "energy", "energy_layers", "shapes"):
+        if critic_features not in ("none", "energy", "energy_layers", "shapes", "shapes_sparsity"):
             raise FastsimError(
-                f"critic_features must be 'none', 'energy', 'energy_layers' or 'shapes', got {critic_features!r}"
+                "critic_features must be 'none', 'energy', 'energy_layers', 'shapes' or 'shapes_sparsity', "
+                f"got {critic_features!r}"
             )
         if not feature_weight > 0:
             raise FastsimError(f"feature_weight must be > 0, got {feature_weight}")
@@ -166,8 +168,9 @@ class WGANGP(ShowerGeneratorModule):
                 generator_activation,
                 output_activation,
             )
-        if critic_features == "shapes":
-            self.features = ShowerFeatures(slices, *self.geometry.voxel_xy_center)
+        if critic_features in ("shapes", "shapes_sparsity"):
+            eps = 1e-6 if critic_features == "shapes_sparsity" else 0.0
+            self.features = ShowerFeatures(slices, *self.geometry.voxel_xy_center, sparsity_eps=eps)
         elif critic_features != "none":
             self.features = EnergyFeatures(slices if critic_features == "energy_layers" else ())
         n_feat = 0 if self.features is None else self.features.n_features
