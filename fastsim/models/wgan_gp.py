@@ -52,7 +52,7 @@ class WGANGP(ShowerGeneratorModule):
         critic_features: extra critic inputs computed from each shower (:class:`EnergyFeatures`):
             "none" (FastCaloGAN: voxels only), "energy" (E_tot/E_inc standardised per incident
             energy), "energy_layers" (and each layer's energy), "shapes" (and each layer's centres
-            and widths in x and y, :class:`ShowerFeatures`) or "shapes_sparsity" (and a
+            and widths in x and y as linear moments, :class:`ShowerFeatures`) or "shapes_sparsity" (and a
             differentiable sparsity per layer, ε = 1e-6 of E_inc). The critic then acts on the
             augmented event ``[x, w·u(x)]`` and the gradient penalty is taken in that space
             (interpolating the augmented real and generated events), so the Wasserstein metric
