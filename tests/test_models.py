@@ -620,3 +620,15 @@ def test_vae_sample_zeros_draws_the_zero_mask() -> None:
     torch.testing.assert_close(filled, torch.full_like(filled, float(torch.exp(torch.tensor(-4.0 + 0.5 * math.exp(-2.0))))))
     # on average the mean shower
     torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.05, atol=0)
+
+
+def test_wgan_log_critic_voxels(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_voxels="log", critic_log_scale=2.0)
+    batches = tiny_batches(geo_small)
+    x, cond, e = batches[0]["x"], batches[0]["cond"], batches[0]["e_inc"]
+    seen = model.critic_input(x, cond, e)
+    torch.testing.assert_close(seen, torch.log1p(x * e[:, None].float() / 2.0))
+    out = model.critic_step(x, cond, torch.Generator().manual_seed(0), e)
+    assert torch.isfinite(out["critic_loss"])
+    with pytest.raises(FastsimError, match="critic_voxels"):
+        make(WGANGP, geo_small, critic_voxels="sqrt")

@@ -27,6 +27,7 @@ Lipschitz = Literal["gp", "gp_one_sided", "clip"]
 CriticFeatures = Literal["none", "energy", "energy_layers", "shapes", "shapes_sparsity"]
 OutputInit = Literal["default", "mean_shower"]
 Output = Literal["voxels", "hierarchical"]
+CriticVoxels = Literal["model", "log"]
 
 
 class WGANGP(ShowerGeneratorModule):
@@ -72,6 +73,10 @@ class WGANGP(ShowerGeneratorModule):
             statistics are fitted at ``setup("fit")`` and saved in the checkpoint).
         readout_threshold: with "hierarchical", voxels below this energy (MeV) are set to 0, as a
             detector's readout does (straight-through gradient in training); 0: no threshold.
+        critic_voxels: what the critic sees of the voxels: "model" (model space, e.g. fractions of
+            E_inc, where a tail voxel or an empty one is ~1e-5 and weighs nothing in the metric) or
+            "log" (``log1p(E_v / critic_log_scale)``, E_v in MeV: zeros, tails and cores all O(1)).
+        critic_log_scale: the MeV scale of "log".
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -104,6 +109,8 @@ class WGANGP(ShowerGeneratorModule):
         output_init_scale: float = 0.01,
         output: Output = "voxels",
         readout_threshold: float = 0.0,
+        critic_voxels: CriticVoxels = "model",
+        critic_log_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -124,6 +131,10 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"output_init must be 'default' or 'mean_shower', got {output_init!r}")
         if output not in ("voxels", "hierarchical"):
             raise FastsimError(f"output must be 'voxels' or 'hierarchical', got {output!r}")
+        if critic_voxels not in ("model", "log"):
+            raise FastsimError(f"critic_voxels must be 'model' or 'log', got {critic_voxels!r}")
+        if not critic_log_scale > 0:
+            raise FastsimError(f"critic_log_scale must be > 0 MeV, got {critic_log_scale}")
         if not readout_threshold >= 0:
             raise FastsimError(f"readout_threshold must be >= 0 MeV, got {readout_threshold}")
         stages = transform_classes(self.hparams["transform"])
@@ -216,11 +227,16 @@ class WGANGP(ShowerGeneratorModule):
 
     # ------------------------------------------------------------------ critic features
     def critic_input(self, x: Tensor, cond: Tensor, e_inc: Tensor) -> Tensor:
-        """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features."""
+        """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features
+        (``x`` as ``log1p(E/scale)`` with ``critic_voxels: log``)."""
+        voxels = x
+        if self.hparams.get("critic_voxels", "model") == "log":
+            mev = self._fractions(x, e_inc) * e_inc.reshape(-1, 1).to(x)
+            voxels = torch.log1p(torch.clamp(mev, min=0.0) / self.hparams.critic_log_scale)
         if self.features is None:
-            return x
+            return voxels
         u = self.features(self._fractions(x, e_inc), cond[:, 0])
-        return torch.cat([x, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
+        return torch.cat([voxels, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
 
     # ------------------------------------------------------------------ training
     def critic_step(
