@@ -632,3 +632,19 @@ def test_wgan_log_critic_voxels(geo_small: Geometry) -> None:
     assert torch.isfinite(out["critic_loss"])
     with pytest.raises(FastsimError, match="critic_voxels"):
         make(WGANGP, geo_small, critic_voxels="sqrt")
+
+
+def test_vae_prior_monte_carlo_estimates_the_same_likelihood_in_low_dimension(geo_small: Geometry) -> None:
+    # one latent dimension: plain Monte Carlo from the prior converges, to what importance
+    # sampling with q(z|x) gives (in 32 dimensions it does not: scripts/vae_log_likelihood.py)
+    torch.manual_seed(1)
+    model = make(ShowerVAE, geo_small, latent_dim=1, encoder_hidden=(16,), decoder_hidden=(16,))
+    batch = tiny_batches(geo_small)[0]
+    x, cond = batch["x"][:8], batch["cond"][:8]
+    with torch.no_grad():
+        _, ll = model.elbo_and_is(x, cond, k=4000, rng=torch.Generator().manual_seed(0))
+        prior = model.log_likelihood_prior_mc(x, cond, k=20000, rng=torch.Generator().manual_seed(1))
+        one = model.log_likelihood_prior_mc(x, cond, k=1, rng=torch.Generator().manual_seed(2))
+    assert prior.shape == (8,)
+    torch.testing.assert_close(prior, ll, atol=0.25, rtol=0)  # MC noise ~0.1; a lost log K would be 10
+    assert float(one.mean()) < float(ll.mean())  # one prior draw: far below (Jensen, on average)

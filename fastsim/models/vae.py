@@ -238,6 +238,16 @@ class ShowerVAE(ShowerGeneratorModule):
         lw = self.log_weights(x, cond, k, rng)
         return lw.mean(dim=0), torch.logsumexp(lw, dim=0) - math.log(k)
 
+    def log_likelihood_prior_mc(
+        self, x: Tensor, cond: Tensor, k: int, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """Plain Monte Carlo estimate of log p(x|c) from the prior: ``logsumexp_k log p(x|z_k) − log k``,
+        z_k ~ N(0, 1). Unbiased for p(x), not for log p(x), and with a variance that grows
+        exponentially with how far q(z|x) is from p(z): in high dimension it needs astronomically many
+        samples (compare :meth:`elbo_and_is`). Shapes: x (n, V), cond (n, C) -> (n,) nats."""
+        z = torch.randn((k, x.shape[0], self.latent_dim), device=x.device, dtype=x.dtype, generator=rng)
+        return torch.logsumexp(self.log_likelihood(x, z, cond), dim=0) - math.log(k)
+
     def kl_weight(self) -> float:
         """β_t: ``beta`` scaled by the linear warm-up."""
         hp = self.hparams
