@@ -45,17 +45,19 @@ def check(gen: str, ref: str, thresholds: list[float], geometry: str = "1-photon
         fr = shower_features(np.where(xr > t, xr, 0.0), er, geo)
         rows = []
         for k, lid in enumerate(geo.layer_ids):
-            rows.append({
-                "layer": lid,
-                "sparsity_gen": float(fg["sparsity"][:, k].mean()),
-                "sparsity_g4": float(fr["sparsity"][:, k].mean()),
-                "sparsity_sep": sep(fg["sparsity"][:, k], fr["sparsity"][:, k]),
-                "width_r_gen": float(np.median(fg["width_r"][:, k])),
-                "width_r_g4": float(np.median(fr["width_r"][:, k])),
-                "width_r_sep": sep(fg["width_r"][:, k], fr["width_r"][:, k]),
-                "empty_gen": float((fg["e_layer"][:, k] <= 0).mean()),
-                "empty_g4": float((fr["e_layer"][:, k] <= 0).mean()),
-            })
+            rows.append(
+                {
+                    "layer": lid,
+                    "sparsity_gen": float(fg["sparsity"][:, k].mean()),
+                    "sparsity_g4": float(fr["sparsity"][:, k].mean()),
+                    "sparsity_sep": sep(fg["sparsity"][:, k], fr["sparsity"][:, k]),
+                    "width_r_gen": float(np.median(fg["width_r"][:, k])),
+                    "width_r_g4": float(np.median(fr["width_r"][:, k])),
+                    "width_r_sep": sep(fg["width_r"][:, k], fr["width_r"][:, k]),
+                    "empty_gen": float((fg["e_layer"][:, k] <= 0).mean()),
+                    "empty_g4": float((fr["e_layer"][:, k] <= 0).mean()),
+                }
+            )
         out["thresholds"][str(t)] = rows
     return out
 
@@ -71,12 +73,16 @@ def main(argv: list[str]) -> int:
     print(f"max E_tot/E_inc generated: {res['max_etot_over_einc']:.3f}")
     for t, rows in res["thresholds"].items():
         print(f"\nthreshold {t} MeV")
-        print("| layer | hit fraction gen / G4 | sparsity sep. | median width_r gen / G4 (mm) | width_r sep. | empty layer gen / G4 |")
+        print(
+            "| layer | hit fraction gen / G4 | sparsity sep. | median width_r gen / G4 (mm) | width_r sep. | empty layer gen / G4 |"
+        )
         print("|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['layer']} | {r['sparsity_gen']:.3f} / {r['sparsity_g4']:.3f} | {r['sparsity_sep']:.3f} "
-                  f"| {r['width_r_gen']:.1f} / {r['width_r_g4']:.1f} | {r['width_r_sep']:.3f} "
-                  f"| {r['empty_gen']:.3f} / {r['empty_g4']:.3f} |")
+            print(
+                f"| {r['layer']} | {r['sparsity_gen']:.3f} / {r['sparsity_g4']:.3f} | {r['sparsity_sep']:.3f} "
+                f"| {r['width_r_gen']:.1f} / {r['width_r_g4']:.1f} | {r['width_r_sep']:.3f} "
+                f"| {r['empty_gen']:.3f} / {r['empty_g4']:.3f} |"
+            )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)

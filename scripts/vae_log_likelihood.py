@@ -24,7 +24,9 @@ import torch
 from fastsim.models.io import load_generator
 
 
-def estimates(model, x: torch.Tensor, cond: torch.Tensor, k: int, seed: int, chunk: int = 16) -> dict[str, np.ndarray]:
+def estimates(
+    model, x: torch.Tensor, cond: torch.Tensor, k: int, seed: int, chunk: int = 16
+) -> dict[str, np.ndarray]:
     """Per-shower ELBO, IS and prior-MC estimates (nats), shapes (n,)."""
     out: dict[str, list[np.ndarray]] = {"elbo": [], "is": [], "prior": []}
     g = torch.Generator().manual_seed(seed)
@@ -58,12 +60,19 @@ def main(argv: list[str]) -> int:
     e = torch.from_numpy(e_inc[idx])
     x = model.voxel_transform(torch.from_numpy(showers[idx]), e).to(torch.float32)
     cond = model.conditions(e)
-    print(f"{a.n} held-out showers, latent_dim {model.latent_dim}; mean log p(x) estimate in nats ± standard error")
-    print("| K | ELBO | importance sampling, q(z|x) | Monte Carlo from the prior p(z) | prior MC − IS (paired) |")
+    print(
+        f"{a.n} held-out showers, latent_dim {model.latent_dim}; mean log p(x) estimate in nats ± standard error"
+    )
+    print(
+        "| K | ELBO | importance sampling, q(z|x) | Monte Carlo from the prior p(z) | prior MC − IS (paired) |"
+    )
     print("|---|---|---|---|---|")
     for k in a.k:
         est = estimates(model, x, cond, k, a.seed + k)
-        cells = [f"{v.mean():.1f} ± {v.std(ddof=1) / math.sqrt(len(v)):.1f}" for v in (est["elbo"], est["is"], est["prior"])]
+        cells = [
+            f"{v.mean():.1f} ± {v.std(ddof=1) / math.sqrt(len(v)):.1f}"
+            for v in (est["elbo"], est["is"], est["prior"])
+        ]
         d = est["prior"] - est["is"]
         cells.append(f"{d.mean():.1f} ± {d.std(ddof=1) / math.sqrt(len(d)):.1f}")
         print(f"| {k} | " + " | ".join(cells) + " |")

@@ -91,7 +91,9 @@ def physics_failures(out: Path, model: str) -> list[str]:
 @pytest.mark.slow
 def test_committed_configs_make_physical_showers(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    status = cli_main(["demo", "--models", "wgan_gp,vae", "--minutes", str(MINUTES), "--jobs", "1", "--out", str(out)])
+    status = cli_main(
+        ["demo", "--models", "wgan_gp,vae", "--minutes", str(MINUTES), "--jobs", "1", "--out", str(out)]
+    )
     assert status == 0
     failures = {m: physics_failures(out, m) for m in ("wgan_gp", "vae")}
     assert failures == {"wgan_gp": [], "vae": []}

@@ -127,7 +127,9 @@ class HierarchicalGenerator(nn.Module):
         self.threshold = float(threshold)
         self.u_max = float(u_max)
         sizes = [b - a for a, b in self.layer_slices]
-        self.register_buffer("layer_of_voxel", torch.repeat_interleave(torch.arange(self.n_layers), torch.tensor(sizes)))
+        self.register_buffer(
+            "layer_of_voxel", torch.repeat_interleave(torch.arange(self.n_layers), torch.tensor(sizes))
+        )
 
     def parts(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``r`` (n,) = E_tot/E_inc, layer fractions (n, L), voxel fractions within each layer (n, V)."""
