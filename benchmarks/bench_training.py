@@ -13,13 +13,29 @@ processes, while CPU time (one thread, OMP_NUM_THREADS=1) is the work this proce
     OMP_NUM_THREADS=1 python benchmarks/bench_training.py [--device cpu|cuda] [--batches 60] [--repeats 3]
 
 On ``--device cuda`` it measures batch sizes 128 and 1024. Target: Lightning/bare >= 0.9.
+
+Roofline (CPU, one thread; ``--roofline-only`` skips the comparison above): the committed configs
+(``configs/model/wgan_gp.yaml``, ``configs/model/vae.yaml``, batch 128 of ``configs/data/photons.yaml``)
+are trained under a Trainer on the same synthetic batches. FLOPs of one update are counted from the
+layer sizes as the update runs: every matrix product the update executes (forward, backward, and
+for the WGAN-GP the gradient penalty's input gradient and its double backward, five critic steps
+and one generator step per batch) is recorded with its shapes by a ``TorchDispatchMode``, and
+counts ``2·m·k·n``; element-wise work (activations, losses, Adam) is not counted. The achieved
+FLOP/s is that count over the measured CPU time of an update. The peak is measured at the same
+sizes: each recorded product is timed alone with ``torch.mm``/``addmm`` on tensors of its shapes
+and strides, one thread; peak = their FLOPs ÷ their summed time, i.e. what the update would reach
+if it did nothing but its matrix products. achieved ÷ peak is therefore the fraction of the
+update's time spent in matrix products at full speed; target >= 0.5. The same is printed for
+larger batches (``--roofline-batches``), with a large square product for the machine's best case.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -177,6 +193,162 @@ def bare_vae_rate(geo: Geometry, batches: list, warmup: int, device: str) -> tup
     return _rates(sum(b["x"].shape[0] for b in batches[warmup:]), t0, _now())
 
 
+# ------------------------------------------------------------------------------ roofline
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Tensors:
+    """The synthetic batches as the minimal ``TrainingTensors`` the models' data-fitted parts read."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.cols = {k: torch.cat([b[k] for b in batches]).cpu().numpy() for k in ("x", "cond", "e_inc")}
+
+    def __len__(self) -> int:
+        return len(self.cols["x"])
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: v[start:stop] for k, v in self.cols.items()}
+
+
+def committed_model(kind: str, geo: Geometry, batches: list) -> L.LightningModule:
+    """The committed config's system (its init_args), its data-fitted parts fitted on ``batches``."""
+    import yaml
+
+    name = "wgan_gp" if kind == "wgan" else "vae"
+    init = yaml.safe_load((CONFIGS / "model" / f"{name}.yaml").read_text())["model"]["init_args"]
+    torch.manual_seed(0)
+    kw = dict(geometry=geo.to_dict(), transform=TRANSFORM, condition=CONDITION, **init)
+    model = WGANGP(**kw) if kind == "wgan" else ShowerVAE(**kw)
+    tensors = _Tensors(batches)
+    if getattr(model, "features", None) is not None and not model.features.is_fitted:
+        model.fit_features(tensors)
+    if init.get("output_init") == "mean_shower":
+        model.init_output_from_data(tensors)
+    return model
+
+
+def _trainer(limit: int | None = None, callbacks: list | None = None) -> L.Trainer:
+    from fastsim.training.callbacks import DivergenceCheck
+
+    return L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        limit_train_batches=limit, callbacks=[*(callbacks or []), DivergenceCheck(every_n_steps=50)],
+    )  # fmt: skip
+
+
+def record_matmuls(model: L.LightningModule, batch: dict) -> list[tuple[str, tuple, tuple]]:
+    """(op, shapes, strides) of every matrix product one training update executes."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[tuple[str, tuple, tuple]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            name = func.overloadpacket.__name__
+            if name in ("mm", "addmm", "bmm"):
+                ts = [a for a in args if isinstance(a, torch.Tensor)]
+                self.calls.append((name, tuple(tuple(t.shape) for t in ts), tuple(t.stride() for t in ts)))
+            return func(*args, **(kwargs or {}))
+
+    with Record() as rec:
+        _trainer(limit=1).fit(model, DataLoader([batch], batch_size=None))
+    return rec.calls
+
+
+def matmul_flops(op: str, shapes: tuple) -> int:
+    """2·m·k·n of one product (the bias add of addmm, m·n, is not counted)."""
+    a, b = shapes[-2], shapes[-1]
+    if op == "bmm":
+        return 2 * a[0] * a[1] * a[2] * b[2]
+    return 2 * a[0] * a[1] * b[1]
+
+
+def time_matmul(op: str, shapes: tuple, strides: tuple, min_seconds: float = 0.02) -> float:
+    """CPU seconds of one product of these shapes and strides, alone (one thread)."""
+    # the recorded layout (a transposed weight in the backward pass reads differently); a broadcast
+    # bias (stride 0) as a plain tensor
+    ts = [torch.empty_strided(sh, st).normal_() if 0 not in st else torch.randn(sh)
+          for sh, st in zip(shapes, strides, strict=True)]  # fmt: skip
+    fn = getattr(torch, op)
+    fn(*ts)
+    n, t0 = 0, time.thread_time()
+    while True:
+        fn(*ts)
+        n += 1
+        dt = time.thread_time() - t0
+        if dt >= min_seconds and n >= 3:
+            return dt / n
+
+
+def optimizer_seconds(kind: str, model: L.LightningModule) -> float:
+    """CPU seconds of the optimizer steps of one update (WGAN-GP: n_critic critic steps and one
+    generator step; VAE: one), timed alone on random gradients: work that does not grow with the batch."""
+    opts = model.configure_optimizers()
+    opts = list(opts) if isinstance(opts, (list, tuple)) else [opts]
+    uses = [model.hparams.n_critic, 1] if kind == "wgan" else [1]
+    total = 0.0
+    for opt, n_use in zip(opts, uses, strict=True):
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt.step()
+        t0, reps = time.thread_time(), 10
+        for _ in range(reps):
+            opt.step()
+        total += n_use * (time.thread_time() - t0) / reps
+    return total
+
+
+def update_seconds(kind: str, geo: Geometry, batches: list, warmup: int) -> float:
+    """Median CPU seconds of one training update of the committed config under a Trainer."""
+    per = []
+    for _ in range(2):
+        model = committed_model(kind, geo, batches)
+        timer = _Timer(warmup, "cpu")
+        _trainer(callbacks=[timer]).fit(model, DataLoader(batches, batch_size=None))
+        per.append((timer.t1[1] - timer.t0[1]) / (len(batches) - warmup))
+    return statistics.median(per)
+
+
+def roofline(kinds: list[str], batch_sizes: list[int], n_batches: int, warmup: int) -> None:
+    import logging
+    import warnings
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # one Trainer per measurement
+    warnings.filterwarnings("ignore", module="lightning")
+    geo = Geometry.builtin("1-photons")
+    torch.set_num_threads(1)
+    big = 1024
+    a, b = torch.randn(big, big), torch.randn(big, big)
+    square = 2 * big**3 / time_matmul("mm", ((big, big), (big, big)), (a.stride(), b.stride()), 0.5)
+    print(f"\nroofline, one thread (torch threads {torch.get_num_threads()}), load avg {os.getloadavg()[0]:.2f}; "
+          f"float32 {big}x{big}x{big} matmul: {square / 1e9:.1f} GFLOP/s")  # fmt: skip
+    print(f"{'model':6s}{'batch':>6s}{'GFLOP/update':>14s}{'matmuls':>9s}{'update ms':>11s}{'of it matmul':>14s}"
+          f"{'Adam':>9s}{'achieved':>12s}{'peak same sizes':>17s}{'ratio':>7s}")  # fmt: skip
+    for kind in kinds:
+        for bs in batch_sizes:
+            batches = make_batches(geo.n_voxels, bs, max(4, n_batches * 128 // bs) + warmup, "cpu")
+            calls = record_matmuls(committed_model(kind, geo, batches), batches[0])
+            flops = sum(matmul_flops(op, sh) for op, sh, _ in calls)
+            times: dict[tuple, float] = {}
+            for op, sh, st in calls:
+                if (op, sh, st) not in times:
+                    times[(op, sh, st)] = time_matmul(op, sh, st)
+            mm_sec = sum(times[c] for c in calls)
+            peak = flops / mm_sec
+            sec = update_seconds(kind, geo, batches, warmup)
+            adam = optimizer_seconds(kind, committed_model(kind, geo, batches[:1]))
+            achieved = flops / sec
+            print(f"{kind:6s}{bs:6d}{flops / 1e9:14.3f}{len(calls):9d}{sec * 1e3:11.1f}{mm_sec * 1e3:11.1f} ms"
+                  f"{adam * 1e3:6.1f} ms{achieved / 1e9:9.1f} GF/s{peak / 1e9:12.1f} GF/s{achieved / peak:7.2f}")  # fmt: skip
+    print("ratio = achieved / peak = (matmul time alone) / (update time). The rest is element-wise work "
+          "(activations, likelihood) and Python/autograd overhead, which grow more slowly with the batch than "
+          "the products do, and the optimizer steps (Adam column, timed alone), which do not grow at all")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -184,7 +356,13 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--models", default="wgan,vae")
+    ap.add_argument("--roofline-batches", default="128,512,2048", help="batch sizes of the roofline (CPU)")
+    ap.add_argument("--roofline-only", action="store_true", help="skip the Lightning vs bare comparison")
+    ap.add_argument("--no-roofline", action="store_true")
     args = ap.parse_args()
+    if args.roofline_only:
+        roofline(args.models.split(","), [int(b) for b in args.roofline_batches.split(",")], args.batches, args.warmup)
+        return
     geo = Geometry.builtin("1-photons")
     sizes = [128] if args.device == "cpu" else [128, 1024]
     print(f"device {args.device}, {geo.n_voxels} voxels, torch threads {torch.get_num_threads()}")
@@ -204,6 +382,8 @@ def main() -> None:
                     f"{kind:5s} batch {bs:5d} {clock:4s}: lightning {statistics.median(r[j] for r in lit):9.0f} ev/s, "
                     f"bare {statistics.median(r[j] for r in bare):9.0f} ev/s, ratio {ratio:.3f} (target >= 0.9)"
                 )
+    if args.device == "cpu" and not args.no_roofline:
+        roofline(args.models.split(","), [int(b) for b in args.roofline_batches.split(",")], args.batches, args.warmup)
 
 
 if __name__ == "__main__":

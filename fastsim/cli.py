@@ -8,8 +8,10 @@ printed as one line on stderr and the exit status is 2.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 #: sub-command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -18,12 +20,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prep-root": ("fastsim.data.root_cli", "convert ROOT TTrees (voxel arrays or per-hit) to CaloChallenge HDF5"),
     "prep-train": ("fastsim.data.cli", "turn CaloChallenge HDF5 into training tensors"),
     "simulate": ("fastsim.fullsim.cli", "Geant4 full simulation of single particles into CaloChallenge HDF5"),
+    "em-scale": ("fastsim.fullsim.rescale", "convert a Geant4 file between the active-material and the EM energy scale"),
+    "config": ("fastsim.training.config_cli", "list the packaged configs, print one, or write copies to edit"),
     "fit": ("fastsim.training.cli", "train a generator (LightningCLI: fit --config …)"),
     "generate": ("fastsim.generation.cli", "generate showers from a checkpoint into HDF5"),
     "export": ("fastsim.generation.cli", "export a generator checkpoint to ONNX"),
     "benchmark": ("fastsim.report.cli", "compare generated showers with full simulation; write a report"),
     "demo": ("fastsim.pipeline", "the main job end to end on the embedded Geant4 reference data"),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the sub-commands: a bad option is a one-line :class:`FastsimError` (the
+    dispatcher prints it and exits 2) instead of the usage text followed by the error."""
+
+    def error(self, message: str) -> NoReturn:
+        from fastsim.errors import FastsimError
+
+        raise FastsimError(f"{message} (see {self.prog} --help)")
 
 
 def _usage() -> str:

@@ -47,11 +47,10 @@ def reference_file() -> Path:
 
 
 def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (the demo runs from a checkout)."""
-    path = Path(__file__).resolve().parents[1] / "configs"
-    if not (path / "model" / "wgan_gp.yaml").exists():
-        raise FastsimError(f"{path}: configs/ not found; run 'fastsim demo' from a fastsim checkout")
-    return path
+    """The packaged configs (``fastsim/configs`` when installed, the checkout's ``configs/``)."""
+    from fastsim.training.configs import config_dir
+
+    return Path(config_dir())
 
 
 def split_reference(
@@ -182,7 +181,7 @@ def run_model(
     t0 = _step(f"{step + 2}. benchmark {model} against held-out Geant4")
     report = mdir / "report"
     bench = ["benchmark", "--generated", str(gen), "--reference", str(held_h5), "--out", str(report),
-             "--seed", str(seed)]
+             "--seed", str(seed), "--overwrite"]  # the demo is repeatable into the same --out
     if classifier_epochs is not None:
         bench += ["--classifier-epochs", str(classifier_epochs)]
     _run(bench)

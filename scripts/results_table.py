@@ -5,7 +5,8 @@
 Prints, per run: the range of the response and resolution ratios (generated / Geant4) over the
 energies, the mean separation power of E_tot/E_inc next to its finite-statistics floor, the mean
 separation power of the layer energies and of the shower shapes (centres, widths, sparsity per
-layer; all energies together), the classifier AUCs and the number of checks passed; with
+layer; all energies together), the classifier AUCs, the FPD (CaloChallenge protocol only), the
+protocol and readout threshold of the run, and the number of checks passed; with
 ``--energies`` the per-energy ratios with their uncertainties.
 """
 
@@ -39,9 +40,10 @@ def load(path: str) -> dict:
 def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
     """One row per run: worst response/resolution deviation, mean separation power, AUCs, checks."""
     lines = [
-        "| run | response gen/G4 (range) | resolution gen/G4 (range) | mean sep. power (floor) "
-        "| layer energies sep. | shower shapes sep. | AUC low-level | AUC high-level | checks passed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | protocol (threshold MeV) | response gen/G4 (range) | resolution gen/G4 (range) "
+        "| mean sep. power (floor) | layer energies sep. | shower shapes sep. | AUC low-level "
+        "| AUC high-level | FPD ×10³ | checks passed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, m in runs:
         rows = m["response"]["per_energy"]
@@ -49,12 +51,15 @@ def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
         reso = [r["resolution_ratio"] for r in rows if r.get("resolution_ratio") is not None]
         s, c = m["summary"], m.get("classifier") or {}
         auc = {k: (v.get("auc") if isinstance(v, dict) else None) for k, v in c.items()}
+        thr = (m.get("threshold") or {}).get("mev")
+        fpd = ((m.get("calochallenge") or {}).get("fpd") or {}).get("value")
         lines.append(
-            f"| {label} | {min(resp):.3f} – {max(resp):.3f} | {min(reso):.2f} – {max(reso):.2f} "
-            f"| {s['mean_separation_power_e_ratio']:.3f} ({s['mean_separation_power_floor']:.3f}) "
+            f"| {label} | {m.get('protocol', 'quick')} ({'–' if thr is None else f'{thr:g}'}) "
+            f"| {min(resp):.3f} – {max(resp):.3f} | {min(reso):.2f} – {max(reso):.2f} "
+            f"| {_f(s['mean_separation_power_e_ratio'])} ({_f(s['mean_separation_power_floor'])}) "
             f"| {_f(_mean_sep(m['layers']['distributions']))} "
             f"| {_f(_mean_sep([r for obs in m['shapes'].values() for r in obs['layers']]))} "
-            f"| {_f(auc.get('low_level'))} | {_f(auc.get('high_level'))} "
+            f"| {_f(auc.get('low_level'))} | {_f(auc.get('high_level'))} | {_f(None if fpd is None else 1e3 * fpd, digits=2)} "
             f"| {s['n_checks'] - s['n_failed']}/{s['n_checks']} |"
         )
     return lines

@@ -55,8 +55,13 @@ class TestEnergies:
 
     def test_check_energies(self) -> None:
         np.testing.assert_array_equal(check_energies([1.0, 2.0]), [1.0, 2.0])
-        for bad in ([1.0, np.nan], [0.0], [-1.0], [MAX_ENERGY_MEV * 2]):
-            with pytest.raises(FastsimError):
+        for bad, message in (
+            ([1.0, np.nan], "1 value\\(s\\) are NaN or infinite"),
+            ([0.0], "must be > 0 MeV, got minimum 0"),
+            ([-1.0], "must be > 0 MeV, got minimum -1"),
+            ([MAX_ENERGY_MEV * 2], "above the 1e\\+08 MeV limit"),
+        ):
+            with pytest.raises(FastsimError, match=message):
                 check_energies(bad)
 
     def test_discrete_each_and_total(self) -> None:
@@ -66,7 +71,7 @@ class TestEnergies:
         np.testing.assert_array_equal(plan.slice(3, 6), [100.0, 200.0, 200.0])
         total = DiscreteEnergies.total([100.0, 200.0, 300.0], 8)
         assert total.counts == (3, 3, 2)
-        with pytest.raises(FastsimError):
+        with pytest.raises(FastsimError, match=r"--n 2 is smaller than the number of energies \(3\)"):
             DiscreteEnergies.total([1.0, 2.0, 3.0], 2)
 
     def test_discrete_batches_never_mix_energies(self) -> None:
@@ -93,7 +98,7 @@ class TestEnergies:
         u = np.log(full / 1000.0) / np.log(1000.0)
         assert abs(u.mean() - 0.5) < 0.01 and abs(u.std() - 1 / np.sqrt(12)) < 0.01
         assert not np.array_equal(LogUniformEnergies(1000.0, 1.0e6, 100, seed=4).slice(0, 100), full[:100])
-        with pytest.raises(FastsimError):
+        with pytest.raises(FastsimError, match=r"EMAX \(10\) must be above EMIN \(1000\)"):
             LogUniformEnergies(1000.0, 10.0, 5, seed=0)
 
     def test_array_energies_keep_order_and_detect_discrete(self) -> None:
@@ -332,7 +337,7 @@ class TestGenerate:
             "missing reference": ([*good, "--like", tmp_path / "nope.h5"], "nope.h5"),
             "invalid reference": ([*good, "--like", not_calo], "notcalo.h5"),
             "zero energy": ([*good, "--energies", "1000,0", "--n", 5], "> 0"),
-            "negative point": ([*good, "--points", "-5:10"], ""),
+            "negative point": ([*good, "--points=-5:10"], "--points: energies must be > 0 MeV, got minimum -5"),
             "absurd energy": ([*good, "--energies", "1e12", "--n", 5], "MeV"),
             "n zero": ([*good, "--energies", "1000", "--n", 0], "--n"),
             "n negative": ([*good, "--log-uniform", 100, 1000, "--n", -3], "--n"),
@@ -351,7 +356,9 @@ class TestGenerate:
         out.write_bytes(b"keep me")
         capsys.readouterr()
         assert run_cli(*good, "--energies", "1000", "--n", 5) == 2
-        assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+        err = capsys.readouterr().err.strip()
+        assert err == f"fastsim generate: error: {out}: already exists (pass --overwrite to replace it)"
+        assert out.read_bytes() == b"keep me"
         assert run_cli(*good, "--energies", "1000", "--n", 5, "--overwrite") == 0
         assert read(out)[1].shape == (5, TINY_GEOMETRY.n_voxels)
 

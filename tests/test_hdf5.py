@@ -230,6 +230,128 @@ def test_append_to_fixed_size_file_rewrites_it(tmp_path, rng):
     assert os.listdir(tmp_path) == ["plain.h5"]
 
 
+# --------------------------------------------------------------------------- parallel compressed writes
+
+
+def _plain_gzip(path, s, rows, level=4):
+    """The reference: one h5py write of all rows into the layout ShowerWriter uses."""
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("showers", shape=(0, s.shape[1]), maxshape=(None, s.shape[1]), dtype=np.float32,
+                              chunks=(rows, s.shape[1]), compression="gzip", compression_opts=level)  # fmt: skip
+        ds.resize(len(s), axis=0)
+        ds[:] = s
+
+
+def _stored_chunks(path):
+    with h5py.File(path) as f:
+        ds = f["showers"]
+        meta = (ds.dtype, ds.shape, ds.chunks, ds.compression, ds.compression_opts, ds.shuffle, ds.fletcher32)
+        return meta, [ds.id.read_direct_chunk((lo, 0)) for lo in range(0, ds.shape[0], ds.chunks[0])]
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_parallel_writes_store_the_chunks_h5py_stores(tmp_path, rng, threads):
+    """Blocks of every size (inside one chunk, across several, ending mid-chunk), compressed on
+    ``threads`` threads, give the chunks of one plain h5py gzip write, in order, byte for byte."""
+    e, s = _showers(rng, 403)
+    s += np.arange(403, dtype=np.float32)[:, None]  # every row distinct: a swapped chunk shows
+    p, ref = tmp_path / "ours.h5", tmp_path / "plain.h5"
+    with ShowerWriter(p, V, chunk_rows=8, threads=threads) as w:
+        assert w._rows.direct and (w._rows._pool is None) == (threads == 1)
+        lo = 0
+        for size in (3, 5, 1, 16, 40, 7, 200, 131):
+            w.append(e[lo : lo + size], s[lo : lo + size])
+            lo += size
+        assert lo == 403
+    _plain_gzip(ref, s, 8)
+    assert _stored_chunks(p) == _stored_chunks(ref)
+    np.testing.assert_array_equal(read_calochallenge(p)[1], s)
+    np.testing.assert_array_equal(read_calochallenge(p)[0], e)
+
+
+def test_parallel_append_mode_rewrites_the_partial_last_chunk(tmp_path, rng):
+    e, s = _showers(rng, 45)
+    p, ref = tmp_path / "a.h5", tmp_path / "plain.h5"
+    write_calochallenge(p, e[:13], s[:13], chunk_rows=8)
+    with ShowerWriter(p, V, mode="a", threads=2) as w:
+        w.append(e[13:], s[13:])
+    _plain_gzip(ref, s, 8)
+    assert _stored_chunks(p) == _stored_chunks(ref)
+
+
+def test_writer_copies_appended_blocks(tmp_path, rng):
+    """The caller may refill its array as soon as append returns (chunks compress later)."""
+    e, s = _showers(rng, 64)
+    p = tmp_path / "a.h5"
+    buf = np.empty((16, V), dtype=np.float32)
+    with ShowerWriter(p, V, chunk_rows=8, threads=2) as w:
+        for lo in range(0, 64, 16):
+            buf[:] = s[lo : lo + 16]
+            w.append(e[lo : lo + 16], buf)
+    np.testing.assert_array_equal(read_calochallenge(p)[1], s)
+
+
+def test_chunks_in_flight_are_bounded(tmp_path, rng, monkeypatch):
+    """Slow compression makes append wait instead of queueing the whole run in memory."""
+    import time
+
+    import fastsim.data.hdf5 as hdf5
+
+    encode, most = hdf5._encode_chunk, []
+
+    def slow(*args):
+        time.sleep(0.002)
+        return encode(*args)
+
+    monkeypatch.setattr(hdf5, "_encode_chunk", slow)
+    monkeypatch.setattr(hdf5, "MAX_PENDING_BYTES", 0)  # the floor: two chunks per thread
+    e, s = _showers(rng, 400)
+    with ShowerWriter(tmp_path / "a.h5", V, chunk_rows=4, threads=2) as w:
+        for lo in range(0, 400, 40):
+            w.append(e[lo : lo + 40], s[lo : lo + 40])
+            most.append(len(w._rows._pending))
+    assert max(most) <= 4
+    np.testing.assert_array_equal(read_calochallenge(tmp_path / "a.h5")[1], s)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_failed_compression_leaves_nothing(tmp_path, rng, monkeypatch, threads):
+    """A chunk that fails to compress on a worker thread fails the write; no file appears."""
+    import fastsim.data.hdf5 as hdf5
+
+    encode, calls = hdf5._encode_chunk, []
+
+    def failing(*args):
+        calls.append(1)
+        if len(calls) == 5:
+            raise MemoryError("deflate ran out of memory")
+        return encode(*args)
+
+    monkeypatch.setattr(hdf5, "_encode_chunk", failing)
+    e, s = _showers(rng, 200)
+    with pytest.raises(MemoryError, match="deflate"), ShowerWriter(tmp_path / "out.h5", V, chunk_rows=8, threads=threads) as w:  # fmt: skip
+        for lo in range(0, 200, 20):
+            w.append(e[lo : lo + 20], s[lo : lo + 20])
+    assert os.listdir(tmp_path) == []
+
+
+def test_layouts_not_encoded_here_go_through_h5py(tmp_path, rng):
+    """lzf (or shuffle, checksums) cannot be made by zlib, and uncompressed chunks have no work to
+    spread over threads: those datasets are written by h5py."""
+    from fastsim.data.hdf5 import ChunkRowWriter
+
+    e, s = _showers(rng, 30)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        layouts = {"lzf": {"compression": "lzf"}, "shuffle": {"compression": "gzip", "shuffle": True}, "none": {}}
+        for name, kw in layouts.items():
+            ds = f.create_dataset(name, shape=(0, V), maxshape=(None, V), chunks=(8, V), dtype=np.float32, **kw)
+            with ChunkRowWriter(ds) as w:
+                assert not w.direct
+                w.append(s[:11])
+                w.append(s[11:])
+            np.testing.assert_array_equal(ds[:], s)
+
+
 def test_writer_rejects_bad_blocks(tmp_path, rng):
     e, s = _showers(rng, 4)
     with pytest.raises(ValueError, match="shape"), ShowerWriter(tmp_path / "a.h5", V) as w:

@@ -53,7 +53,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
-FAST = ("--classifier-epochs", "3", "--max-showers", "300")
+FAST = ("--classifier-epochs", "3", "--max-showers", "300", "--protocol", "quick")
 
 
 def test_good_pair_writes_metrics_plots_and_report(pair, tmp_path, capsys):
@@ -78,7 +78,10 @@ def test_good_pair_writes_metrics_plots_and_report(pair, tmp_path, capsys):
     assert set(m["shapes"]) == {"center_x", "center_y", "center_r", "width_x", "width_y", "width_r", "sparsity"}
     assert len(m["shapes"]["center_r"]["layers"]) == 5
     assert m["classifier"]["low_level"]["n_per_class"] == 300
-    assert m["classifier"]["high_level"]["auc"] < 0.75
+    # the same distribution: both classifiers within 2 standard errors of 0.5
+    for kind in ("low_level", "high_level"):
+        c = m["classifier"][kind]
+        assert abs(c["auc"] - 0.5) < 2 * c["auc_unc"], (kind, c["auc"], c["auc_unc"])
     assert m["timing"]["speedup"] == pytest.approx(1000.0)
     assert [t["reference_s"] for t in m["timing"]["by_energy"]] == [0.01, 0.1, 1.0]
     assert m["summary"]["n_checks"] == 2 * 3 + 1 + 2
@@ -244,11 +247,15 @@ def test_an_overshooting_generator_gets_a_report_not_a_refusal(pair, tmp_path, c
     over = str(tmp_path / "over.h5")
     write_calochallenge(over, *make_showers(geo_photons, 200, 7, scale=2.0))
     out = tmp_path / "r"
-    code, stdout, _ = run(capsys, "--generated", over, "--reference", ref, "--out", str(out), "--no-plots", "--no-classifier")
+    code, stdout, _ = run(capsys, "--generated", over, "--reference", ref, "--out", str(out), "--no-plots", *FAST,
+                          "--threshold", "0")  # fmt: skip
     assert code == 0 and "FAIL" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert all(r["response_ratio"] == pytest.approx(2.0, rel=0.02) for r in m["response"]["per_energy"])
-    code, _, err = run(capsys, "--generated", ref, "--reference", over, "--out", str(out), "--no-plots")
+    # twice the energy: the classifiers separate the samples and the report's AUC checks fail
+    auc_checks = [c for c in m["summary"]["checks"] if c["name"].startswith("classifier AUC")]
+    assert len(auc_checks) == 2 and all(c["value"] > 0.95 and not c["pass"] for c in auc_checks), auc_checks
+    code, _, err = run(capsys, "--generated", ref, "--reference", over, "--out", str(tmp_path / "r2"), "--no-plots")
     assert code == 2
     one_line_error(err, over, "units")
 
@@ -260,7 +267,8 @@ def test_a_dead_generator_is_reported_with_plots(pair, tmp_path, capsys, geo_pho
     e, s = make_showers(geo_photons, 200, 8)
     write_calochallenge(dead, e, np.zeros_like(s))
     out = tmp_path / "r"
-    code, stdout, _ = run(capsys, "--generated", dead, "--reference", ref, "--out", str(out), "--no-classifier", "--no-plots")
+    code, stdout, _ = run(capsys, "--generated", dead, "--reference", ref, "--out", str(out), "--no-classifier", "--no-plots",
+                          "--protocol", "quick")  # fmt: skip
     assert code == 0 and "FAIL" in stdout
     m = json.loads((out / "metrics.json").read_text())
     assert all(r["response_ratio"] == 0 and r["status_response"] == "fail" for r in m["response"]["per_energy"])

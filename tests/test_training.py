@@ -325,7 +325,7 @@ def child_processes() -> set[int]:
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
-def test_fastsim_fit_cli_end_to_end(tensors_file: str, tmp_path, monkeypatch) -> None:
+def test_fastsim_fit_cli_end_to_end(tensors_file: str, tmp_path, monkeypatch, capfd) -> None:
     from fastsim.cli import main
 
     monkeypatch.chdir(tmp_path)
@@ -365,7 +365,9 @@ def test_fastsim_fit_cli_end_to_end(tensors_file: str, tmp_path, monkeypatch) ->
     # a missing training file: one line, exit status 2 through the dispatcher
     from fastsim.cli import main as fastsim_main
 
+    capfd.readouterr()
     assert fastsim_main(["fit", "--config", f"{cfg}/model/vae.yaml", "--data.train_file", "missing.h5"]) == 2
+    assert capfd.readouterr().err.strip() == "fastsim fit: error: missing.h5: file not found"
 
 
 def test_fit_cli_csv_logger_and_vae(tensors_file: str, tmp_path, monkeypatch) -> None:

@@ -30,6 +30,19 @@ def geo() -> Geometry:
     return Geometry.regular(3, 4, R_EDGES, name="small")
 
 
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def engine(request, monkeypatch) -> str:
+    """Every test runs with the numpy passes and with the compiled loops (when numba is installed):
+    ``engine="auto"`` takes numba unless :func:`compiled_kernels` says it is missing."""
+    import fastsim.data.voxelise as vx
+
+    if request.param == "numpy":
+        monkeypatch.setattr(vx, "compiled_kernels", lambda: None)
+    elif vx.compiled_kernels() is None:
+        pytest.skip("numba is not installed")
+    return request.param
+
+
 def expected_index(layer: int, alpha_bin: int, r_bin: int) -> int:
     """Flat index in the small geometry: layer-major, then α, then r (r fastest)."""
     return layer * 20 + alpha_bin * 5 + r_bin
@@ -300,3 +313,102 @@ def test_min_energy_check_rejects_invalid_hits(geo, field, value):
     else:
         with pytest.raises(InvalidHitsError):
             voxelise_hits(geo, np.array([3]), hits["e"], min_energy=-1e-3, **kw)
+
+
+# ------------------------------------------------------------------------------ compiled loops = numpy passes
+def _awkward_hits(rng, geometry, n=300, dtype=np.float32):
+    """Hits that sit on every edge the binning has: r on radial edges, α = ±π and bin edges, u = ±0,
+    z on layer boundaries, hits outside in r and z, empty events, a large event."""
+    counts = rng.integers(0, 60, n)
+    counts[3], counts[5] = 0, 900
+    m = int(counts.sum())
+    impact = np.column_stack([rng.normal(0, 3, n), rng.normal(0, 3, n), np.zeros(n)])
+    x0 = np.repeat(impact[:, 0], counts)
+    y0 = np.repeat(impact[:, 1], counts)
+    edges = np.concatenate([ly.r_edges for ly in geometry.layers])
+    r = np.where(rng.random(m) < 0.3, rng.choice(edges, m), rng.exponential(30.0, m))
+    n_alpha = max(ly.n_alpha for ly in geometry.layers)
+    a = np.where(rng.random(m) < 0.3, -np.pi + 2 * np.pi * rng.integers(0, n_alpha + 1, m) / n_alpha,
+                 rng.uniform(-np.pi, np.pi, m))  # fmt: skip
+    x = (x0 + r * np.cos(a)).astype(dtype)
+    y = (y0 + r * np.sin(a)).astype(dtype)
+    on_axis = rng.random(m) < 0.02
+    x[on_axis] = x0[on_axis].astype(dtype)  # u = 0 exactly; with v = 0 too, sometimes
+    both = on_axis & (rng.random(m) < 0.5)
+    y[both] = y0[both].astype(dtype)
+    z_edges = np.linspace(0.0, 300.0, geometry.n_layers + 1)
+    z = np.where(rng.random(m) < 0.2, rng.choice(z_edges, m), rng.uniform(-20.0, 320.0, m)).astype(dtype)
+    e = rng.exponential(1.0, m).astype(dtype)
+    return counts, e, x, y, z, z_edges, impact
+
+
+class TestCompiledEqualsNumpy:
+    """Both engines in one test (so not under the module's engine parameter)."""
+
+    @pytest.fixture
+    def engine(self) -> str:
+        from fastsim.data.voxelise import compiled_kernels
+
+        if compiled_kernels() is None:
+            pytest.skip("numba is not installed")
+        return "both"
+
+    @pytest.fixture(autouse=True)
+    def _needs_numba(self, engine: str) -> None:
+        pass
+
+    def test_grid_count_is_searchsorted_and_stays_inside_the_tables(self, rng):
+        """The compiled lookup equals searchsorted on edges and next to them, and an invalid value
+        (the check reports it only after the loop) never indexes past the tables."""
+        from fastsim.data.voxelise import _grid_tables, compiled_kernels
+
+        edges = np.array(R_EDGES)
+        lookup = EdgeLookup([edges])
+        lo, inv_h, n_cells, cell_value, next_edge = _grid_tables(lookup)
+        near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+        values = np.concatenate([near, rng.uniform(-10.0, 150.0, 1000), [-np.inf, np.inf, np.nan, 1e300]])
+        count = compiled_kernels()._grid_count
+        got = np.array([count(v, lo, inv_h, n_cells, 0, cell_value, next_edge) for v in values])
+        finite = np.isfinite(values)
+        np.testing.assert_array_equal(got[finite], np.searchsorted(edges, values[finite], side="right"))
+        assert got.min() >= 0 and got.max() <= len(edges)
+
+    @pytest.mark.parametrize("name", ["small", "1-photons", "1-pions"])
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("tilted", [False, True])
+    def test_compiled_loops_give_the_numpy_results_bit_for_bit(self, rng, name, dtype, tilted, monkeypatch):
+        """The compiled loops against the numpy passes on hits placed on every edge; α bins come from
+        numpy's own float32 arctan2 in both."""
+        import fastsim.data.voxelise as vx
+
+        geometry = Geometry.regular(3, 4, R_EDGES, name="small") if name == "small" else Geometry.builtin(name)
+        counts, e, x, y, z, z_edges, impact = _awkward_hits(rng, geometry, dtype=dtype)
+        n = len(counts)
+        d = np.column_stack([rng.normal(0, 0.3, n), rng.normal(0, 0.3, n), np.ones(n)]) if tilted else None
+        monkeypatch.setattr(vx, "_BLOCK_HITS", 1000)  # several blocks
+        kw = dict(x=x, y=y, z=z, z_edges=z_edges, impact=impact, direction=d, min_energy=-1e-3)
+        ref, st_ref = voxelise_hits(geometry, counts, e, engine="numpy", **kw)
+        for threads in (1, 3):
+            out, st = voxelise_hits(geometry, counts, e, engine="numba", threads=threads, **kw)
+            np.testing.assert_array_equal(out, ref)
+            assert st == st_ref and st.n_hits_outside > 0
+        # per-hit layer ids instead of z (ids of unused layers fall outside)
+        ids = rng.integers(-1, geometry.n_layers + 2, len(e))
+        kw_ids = dict(x=x, y=y, layer_id=ids, impact=impact, direction=d if tilted else None, z=z if tilted else None)
+        ref, st_ref = voxelise_hits(geometry, counts, e, engine="numpy", **kw_ids)
+        out, st = voxelise_hits(geometry, counts, e, engine="numba", **kw_ids)
+        np.testing.assert_array_equal(out, ref)
+        assert st == st_ref
+
+
+def test_engine_argument(geo, engine, monkeypatch):
+    import fastsim.data.voxelise as vx
+
+    one = dict(x=np.array([7.0]), y=np.zeros(1), z=np.array([15.0]), z_edges=Z_EDGES)
+    with pytest.raises(FastsimError, match="engine must be one of"):
+        voxelise_hits(geo, np.array([1]), np.ones(1), engine="fortran", **one)
+    monkeypatch.setattr(vx, "compiled_kernels", lambda: None)  # as without numba
+    with pytest.raises(FastsimError, match="needs numba"):
+        voxelise_hits(geo, np.array([1]), np.ones(1), engine="numba", **one)
+    showers, _ = voxelise_hits(geo, np.array([1]), np.ones(1), **one)  # auto: the numpy passes
+    assert showers[0, expected_index(1, 2, 1)] == 1.0

@@ -15,7 +15,9 @@ import argparse
 import json
 import sys
 
+from fastsim.cli import ArgumentParser
 from fastsim.geometry import BUILTIN
+from fastsim.outputs import check_output_file, remove_stale_partials
 
 _PRESETS = (
     "divide",
@@ -29,7 +31,7 @@ def _validate(argv: list[str]) -> int:
     from fastsim.data.hdf5 import validate_calochallenge
     from fastsim.geometry import Geometry
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fastsim validate", description="Check CaloChallenge HDF5 files (structure, values, units)."
     )
     parser.add_argument("files", nargs="+", help="CaloChallenge HDF5 files")
@@ -70,7 +72,7 @@ def _validate(argv: list[str]) -> int:
 def _prep_train(argv: list[str]) -> int:
     from fastsim.data.tensors import DEFAULT_BUCKET_BYTES, prepare_training_tensors
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="fastsim prep-train",
         description="Turn CaloChallenge HDF5 files into one shuffled training tensors file.",
     )
@@ -106,8 +108,13 @@ def _prep_train(argv: list[str]) -> int:
     parser.add_argument(
         "--bucket-mb", type=float, default=DEFAULT_BUCKET_BYTES / 2**20, help="memory per shuffle bucket, MiB"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     args = parser.parse_args(argv)
+    check_output_file(args.output, args.overwrite)  # before reading anything
+    remove_stale_partials(args.output)  # what a killed earlier run to this output left
     summary = prepare_training_tensors(
         args.inputs,
         args.output,
@@ -115,7 +122,7 @@ def _prep_train(argv: list[str]) -> int:
         transform_config=args.transform,
         seed=args.seed,
         chunk_size=args.chunk_size,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         compression=None if args.compression == "none" else args.compression,

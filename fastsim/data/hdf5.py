@@ -11,7 +11,9 @@ always writes (N, 1). In memory, incident energies are float64 (N,) and showers 
 
 Reading never loads the showers unless asked (:meth:`CaloFile.read`): :meth:`CaloFile.iter_chunks`
 streams row blocks, so files larger than memory work. Writing goes through :class:`ShowerWriter`,
-which writes a temporary file next to the target and renames it only on a clean exit.
+which writes a temporary file next to the target and renames it only on a clean exit; its showers
+are compressed chunk by chunk on every core (:class:`ChunkRowWriter`), into the chunks h5py
+itself would store.
 
 Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed pass:
 
@@ -33,6 +35,8 @@ Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed
   (b) every incident energy is below 1 MeV (no CaloChallenge-like sample has sub-MeV primaries; this
   catches files written entirely in GeV for primaries below 1 GeV). A file written entirely in GeV
   with primaries above 1 GeV cannot be told apart from a low-energy MeV file and is not flagged.
+  (c) the median deposited energy is below :data:`UNIT_LOW_RATIO` (0.2 %) of the incident energy
+  (but not zero): deposits in GeV with incident energies in MeV, 1000× too small.
   ``check_units=False`` turns these heuristics off (files from a barely trained generator).
 - a damaged file (corrupt or truncated compressed chunk) is reported as such; reading one raises
   :class:`InputFileError`, never a bare ``OSError``.
@@ -40,12 +44,15 @@ Validation rules (:func:`validate_calochallenge`), all evaluated in one streamed
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import shutil
 import uuid
 import weakref
+import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +72,9 @@ UNIT_RATIO = 1.5
 UNIT_FRACTION = 0.10
 #: Incident energies all below this (MeV) look like GeV.
 MIN_PLAUSIBLE_MAX_INCIDENT_MEV = 1.0
+#: A median E_dep/E_inc below this looks like deposits in GeV with incident energies in MeV
+#: (calorimeters see 1-100 % of the incident energy: GeV deposits give 1e-5 to 1e-3).
+UNIT_LOW_RATIO = 2e-3
 
 #: Rows read at a time by default, at most (dataset 1: 10 000 rows = 15 MB) ...
 DEFAULT_CHUNK_SIZE = 10_000
@@ -352,6 +362,196 @@ def _default_chunk_rows(n_voxels: int, target_bytes: int = 1 << 20) -> int:
     return max(1, target_bytes // (4 * max(1, n_voxels)))
 
 
+# --------------------------------------------------------------------------- parallel chunk writes
+
+#: Compressed chunks in flight at most, in bytes of uncompressed rows (memory stays flat).
+MAX_PENDING_BYTES = 32 << 20
+
+
+def default_write_threads() -> int:
+    """Threads compressing chunks by default: the cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _direct_level(ds: h5py.Dataset) -> int | bool:
+    """How :class:`ChunkRowWriter` may encode ``ds``'s chunks itself.
+
+    Returns the deflate level when gzip is the only filter, and False otherwise: chunks that
+    cannot be made here (lzf, shuffle, checksums, chunks narrower than a row) and uncompressed
+    chunks (no work to spread over threads; h5py writes them with fewer copies) are written
+    through h5py as before.
+    """
+    if ds.chunks is None or ds.ndim != 2 or ds.chunks[1] != ds.shape[1] or ds.maxshape[0] is not None:
+        return False
+    dcpl = ds.id.get_create_plist()
+    filters = [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())]
+    if len(filters) == 1 and filters[0][0] == h5py.h5z.FILTER_DEFLATE:
+        values = filters[0][2]
+        return int(values[0]) if len(values) else 6  # HDF5's default level
+    return False
+
+
+def _encode_chunk(rows: np.ndarray, chunk_rows: int, dtype: np.dtype, fill: Any, level: int) -> bytes:
+    """One stored chunk: ``rows`` (n <= chunk_rows, V) padded with the fill value, deflated.
+
+    HDF5's deflate filter is zlib's ``compress2`` at the dataset's level, which is what
+    ``zlib.compress`` calls: the bytes are those h5py would store (same zlib), and a partial last
+    chunk is padded with the fill value as HDF5 pads it. zlib releases the GIL while it works.
+    """
+    if rows.shape[0] < chunk_rows:
+        full = np.full((chunk_rows, rows.shape[1]), fill, dtype=dtype)
+        full[: rows.shape[0]] = rows
+        rows = full
+    return zlib.compress(np.ascontiguousarray(rows, dtype=dtype), level)  # reads the array's buffer
+
+
+class ChunkRowWriter:
+    """Append rows to a chunked, resizable 2-D dataset, compressing whole chunks on threads.
+
+    Rows are collected into whole chunks (``ds.chunks[0]`` rows each); each chunk is deflated on
+    a thread pool (zlib releases the GIL, so the chunks of one batch are compressed on every core
+    while the caller makes the next batch) and written in row order with h5py's direct chunk
+    write. The stored chunks are the ones h5py would write itself (same filter, level, padding),
+    so the file reads exactly as before. At most :data:`MAX_PENDING_BYTES` of rows (at least two
+    chunks per thread) are in flight; :meth:`append` waits for the oldest chunk beyond that, so
+    memory stays flat. Rows of an incomplete chunk wait in a tail until the next append or
+    :meth:`close`.
+
+    Writing starts at the dataset's current end; if that is inside a chunk, the rows already
+    there are read back into the tail and the chunk is rewritten whole. All HDF5 calls happen in
+    the calling thread. Datasets whose chunks cannot be encoded here (lzf, shuffle, checksums,
+    chunks narrower than a row) and uncompressed ones are written through h5py on the calling
+    thread, as before.
+
+    Args:
+        ds: the dataset, (N, V) with chunks (rows, V) and unlimited first axis.
+        threads: compressing threads; None: :func:`default_write_threads`; 1: in the caller.
+    """
+
+    def __init__(self, ds: h5py.Dataset, threads: int | None = None) -> None:
+        self._ds = ds
+        self._level = _direct_level(ds)
+        self.direct = self._level is not False
+        self._n = int(ds.shape[0])
+        self._tail: list[np.ndarray] = []
+        self._tail_rows = 0
+        self._pending: collections.deque = collections.deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._closed = False
+        if not self.direct:
+            return
+        self._chunk_rows = int(ds.chunks[0])
+        self._fill = ds.fillvalue
+        self._next_row = self._n - self._n % self._chunk_rows  # first row of the tail's chunk
+        if self._next_row < self._n:
+            self._tail, self._tail_rows = [ds[self._next_row : self._n]], self._n - self._next_row
+        threads = default_write_threads() if threads is None else int(threads)
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        chunk_bytes = self._chunk_rows * ds.shape[1] * ds.dtype.itemsize
+        self._max_pending = max(2 * threads, MAX_PENDING_BYTES // max(1, chunk_bytes))
+        if threads > 1:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="fastsim-deflate")
+
+    @property
+    def n_rows(self) -> int:
+        """Rows appended so far, including those already in the dataset."""
+        return self._n
+
+    def append(self, rows: np.ndarray) -> None:
+        """Append ``rows`` (n, V); they are copied, so the caller may reuse the array."""
+        if self._closed:
+            raise ValueError("ChunkRowWriter is closed")
+        n = int(rows.shape[0])
+        if n == 0:
+            return
+        self._ds.resize(self._n + n, axis=0)
+        if not self.direct:
+            self._ds[self._n :] = rows
+            self._n += n
+            return
+        self._n += n
+        pos, size = 0, self._chunk_rows
+        if self._tail_rows:
+            pos = min(size - self._tail_rows, n)
+            self._tail.append(np.array(rows[:pos]))
+            self._tail_rows += pos
+            if self._tail_rows == size:
+                self._submit(np.concatenate(self._tail))
+                self._tail, self._tail_rows = [], 0
+        while n - pos >= size:
+            self._submit(np.array(rows[pos : pos + size]))
+            pos += size
+        if pos < n:
+            self._tail, self._tail_rows = [np.array(rows[pos:])], n - pos
+
+    def _submit(self, chunk: np.ndarray) -> None:
+        args = (chunk, self._chunk_rows, self._ds.dtype, self._fill, self._level)
+        work: Any = self._pool.submit(_encode_chunk, *args) if self._pool else _encode_chunk(*args)
+        self._pending.append((self._next_row, work))
+        self._next_row += self._chunk_rows
+        self._write_ready(self._max_pending)
+
+    def _write_ready(self, keep: int) -> None:
+        """Write finished chunks in order; wait for the oldest while more than ``keep`` are pending."""
+        while self._pending:
+            row, work = self._pending[0]
+            if isinstance(work, Future):
+                if len(self._pending) <= keep and not work.done():
+                    return
+                work = work.result()  # re-raises a failed compression here
+            self._pending.popleft()
+            self._ds.id.write_direct_chunk((row, 0), work, 0)
+
+    def flush(self) -> None:
+        """Write every whole chunk appended so far (the tail of an incomplete chunk waits)."""
+        if self.direct and not self._closed:
+            self._write_ready(0)
+
+    def close(self) -> None:
+        """Write everything, the incomplete last chunk (padded as HDF5 pads it) included."""
+        if self._closed:
+            return
+        try:
+            if self.direct:
+                if self._tail_rows:
+                    self._submit(np.concatenate(self._tail))
+                    self._tail, self._tail_rows = [], 0
+                self._write_ready(0)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        self._shutdown()
+
+    def abort(self) -> None:
+        """Drop what is not written yet (the caller discards the file)."""
+        self._closed = True
+        for _, work in self._pending:
+            if isinstance(work, Future):
+                work.cancel()
+        self._pending.clear()
+        self._tail = []
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ChunkRowWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
 class ShowerWriter:
     """Write a CaloChallenge file in appended blocks, atomically.
 
@@ -379,6 +579,8 @@ class ShowerWriter:
         chunk_rows: rows per HDF5 chunk (default: about 1 MiB of float32 per chunk).
         overwrite: replace an existing ``path`` (mode "w").
         mode: "w" to create, "a" to append to an existing CaloChallenge file.
+        threads: threads compressing ``showers`` chunks (:class:`ChunkRowWriter`); None: every
+            core this process may use; 1: compress in the calling thread.
 
     Example::
 
@@ -397,6 +599,7 @@ class ShowerWriter:
         chunk_rows: int | None = None,
         overwrite: bool = False,
         mode: str = "w",
+        threads: int | None = None,
     ) -> None:
         from fastsim.provenance import provenance
 
@@ -412,6 +615,7 @@ class ShowerWriter:
         self._overwrite = bool(overwrite)
         self.tmp_path = temporary_path(self.path)
         self._closed = False
+        self._rows: ChunkRowWriter | None = None
         in_place = False
         if mode == "w":
             _check_target(self.path, overwrite)
@@ -434,6 +638,7 @@ class ShowerWriter:
                 shutil.copyfile(self.path, self.tmp_path)
                 self._f = h5py.File(self.tmp_path, "r+")
                 self._showers, self._e_inc = self._f[_SHOWERS], self._f[_E_INC]
+                self._rows = ChunkRowWriter(self._showers, threads)
                 if attrs:
                     self.set_attrs(**attrs)
             else:
@@ -459,6 +664,7 @@ class ShowerWriter:
                     chunks=(max(rows, 4096), 1),
                     **opts,
                 )
+                self._rows = ChunkRowWriter(self._showers, threads)
                 if mode == "w":
                     self._f.attrs.update({k: _attr_value(v) for k, v in provenance(**(attrs or {})).items()})
                 else:
@@ -491,10 +697,15 @@ class ShowerWriter:
         n0, n = self.n_written, s.shape[0]
         if n == 0:
             return
-        self._showers.resize(n0 + n, axis=0)
+        assert self._rows is not None
+        self._rows.append(s)
         self._e_inc.resize(n0 + n, axis=0)
-        self._showers[n0:] = s
         self._e_inc[n0:, 0] = e
+
+    def flush(self) -> None:
+        """Wait until every whole chunk appended so far is compressed and written (timing)."""
+        if self._rows is not None and not self._closed:
+            self._rows.flush()
 
     def set_attrs(self, **attrs: Any) -> None:
         """Add or replace file attributes (non-scalar values are stored as JSON)."""
@@ -509,6 +720,8 @@ class ShowerWriter:
         if self._closed:
             return
         try:
+            if self._rows is not None:
+                self._rows.close()
             self._f.close()
             # mode "a" replaces the original by design; mode "w" keeps the overwrite promise
             publish(self.tmp_path, self.path, overwrite=self._overwrite or self.mode == "a")
@@ -521,6 +734,9 @@ class ShowerWriter:
     def abort(self) -> None:
         """Discard everything written: close and delete the temporary file; ``path`` is untouched."""
         self._closed = True
+        rows = getattr(self, "_rows", None)
+        if rows is not None:
+            rows.abort()
         f = getattr(self, "_f", None)
         if f is not None:
             with contextlib.suppress(Exception):
@@ -721,6 +937,16 @@ def _value_problems(st: ValueStats) -> list[tuple[str, str]]:
                 f"(incident energies in GeV?), expected MeV for both datasets",
             )
         )
+    if st.ratio_samples and not any(kind == "units" for kind, _ in out):
+        median = float(np.median(st.ratio_samples))
+        if 0 < median < UNIT_LOW_RATIO:
+            out.append(
+                (
+                    "units",
+                    f"median E_dep/E_inc is {median:.3g}: the deposits look like GeV while the incident "
+                    "energies are MeV (1000x too small), expected MeV for both datasets",
+                )
+            )
     if np.isfinite(st.e_max) and st.e_max < MIN_PLAUSIBLE_MAX_INCIDENT_MEV:
         out.append(
             (
@@ -816,9 +1042,11 @@ def check_calochallenge(
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "auto_chunk_size",
+    "default_write_threads",
     "MAX_INCIDENT_MEV",
     "NEGATIVE_TOLERANCE_MEV",
     "CaloFile",
+    "ChunkRowWriter",
     "ShowerWriter",
     "RowInfo",
     "ValueStats",

@@ -483,6 +483,7 @@ def iter_root_showers(
     inputs: list[RootInput] | None = None,
     prefetch: int = 1,
     threads: int | None = None,
+    engine: str = "auto",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     """Stream showers from ROOT files chunk by chunk (``TTree.iterate``), file after file.
 
@@ -499,6 +500,8 @@ def iter_root_showers(
             (0: read in this thread). Memory grows by that many raw chunks.
         threads: threads decompressing baskets and voxelising the blocks of a chunk of hits;
             None: up to 2 of the CPUs this process may use. Results do not depend on it.
+        engine: the voxeliser's passes, ``"auto"``, ``"numba"`` or ``"numpy"``
+            (:func:`fastsim.data.voxelise.voxelise_hits`); results do not depend on it.
 
     Yields:
         ``(e_inc, showers, stats)``: float64 (n,) incident energies in MeV, float32 (n, V) voxel
@@ -523,7 +526,7 @@ def iter_root_showers(
     if threads is None:
         threads = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     for inp in inputs:
-        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch, threads)
+        yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch, threads, engine)
 
 
 def _read_chunks(inp: RootInput, tree: Any, branches: list[str], step: int | str) -> Iterator[tuple[Any, int]]:
@@ -598,6 +601,7 @@ def _iter_file(
     z_lookup: EdgeLookup | None,
     prefetch: int,
     threads: int,
+    engine: str = "auto",
 ) -> Iterator[tuple[np.ndarray, np.ndarray, ChunkStats]]:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -612,7 +616,7 @@ def _iter_file(
             chunks = _prefetch(_read_chunks(inp, tree, branches, step), prefetch)
             try:
                 for arrays, entry_start in chunks:
-                    yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup, threads)
+                    yield _convert_chunk(arrays, inp, geometry, spec, entry_start, bad, z_lookup, threads, engine)
             finally:
                 chunks.close()  # stop the reader thread before the file closes
     finally:
@@ -629,6 +633,7 @@ def _convert_chunk(
     bad: str,
     z_lookup: EdgeLookup | None,
     threads: int = 1,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, ChunkStats]:
     n = len(arrays)
     e_inc = _numpy(arrays[spec.incident_branch]).reshape(n).astype(np.float64)
@@ -701,6 +706,7 @@ def _convert_chunk(
             direction=direction,
             threads=threads,
             min_energy=min_energy if check else None,
+            engine=engine,
         )
 
     if not flags.any():

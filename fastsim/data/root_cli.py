@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from fastsim.errors import FastsimError
+from fastsim.errors import FastsimError, InputFileError
 
 
 def _triple(text: str) -> tuple[str, str, str]:
@@ -62,9 +62,10 @@ def _step(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fastsim.cli import ArgumentParser
     from fastsim.data.root import ENERGY_UNITS, LENGTH_UNITS
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="fastsim prep-root",
         description="Convert ROOT TTrees (voxel arrays or per-hit) to one CaloChallenge HDF5 file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -122,7 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     o.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip", help="HDF5 filter")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     return p
 
 
@@ -218,6 +222,14 @@ def convert(
                 bar.set_postfix(outside=f"{100 * stats.outside_fraction:.2f}%", skipped=total.n_skipped, refresh=False)
         if writer.n_written == 0:
             raise FastsimError(f"no valid events in {len(inputs)} input file(s): nothing written to {output}")
+        if spec.kind == "hits" and total.n_hits > 0 and total.n_hits_outside == total.n_hits:
+            # an all-zero file would pass `validate`: say what is wrong instead
+            where = inputs[0] if len(inputs) == 1 else f"{inputs[0]} (and {len(inputs) - 1} more)"
+            raise InputFileError(
+                where,
+                f"all {total.n_hits} hits fall outside the geometry {geometry.name!r} "
+                "(check --length-unit, --layer-z and the hit coordinate branches); nothing written",
+            )
         writer.set_attrs(
             n_showers=writer.n_written,
             n_skipped=total.n_skipped,
@@ -234,8 +246,11 @@ def convert(
 def main(argv: list[str]) -> int:
     """``fastsim prep-root …``; argv[0] is the command name. Returns the exit status."""
     from fastsim.geometry import Geometry
+    from fastsim.outputs import check_output_file, remove_stale_partials
 
     args = build_parser().parse_args(argv[1:])
+    check_output_file(args.output, args.overwrite)  # before reading anything
+    remove_stale_partials(args.output)  # what a killed earlier run to this output left
     geometry = Geometry.resolve(args.geometry)
     spec = spec_from_args(args)
     t0 = time.perf_counter()
@@ -248,7 +263,7 @@ def main(argv: list[str]) -> int:
         skip_bad=args.skip_bad,
         overwrite=args.overwrite,
         compression=None if args.compression == "none" else args.compression,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
     )
     dt = time.perf_counter() - t0
     read = total.n_events + total.n_skipped

@@ -274,9 +274,17 @@ def prepare_training_tensors(
 
     # Structure of every input first (metadata only): a broken last file fails before any work.
     sources = []
+    scales: dict[str, str] = {}
     for p in paths:
         with open_calochallenge(p, geo) as cf:
             sources.append(_Source(p, cf.n_showers))
+            scale = cf.attrs.get("energy_scale")
+            if scale:
+                scales[p] = str(scale)
+    if len(set(scales.values())) > 1:
+        (p0, s0), (p1, s1) = next(iter(scales.items())), next((k, v) for k, v in scales.items() if v != next(iter(scales.values())))
+        raise InputFileError(p1, f"is on the {s1} energy scale but {p0} is on the {s0} scale: convert one with fastsim em-scale")
+    energy_scale = next(iter(scales.values()), "")
     n_read = sum(src.n_showers for src in sources)
     row_bytes = 4 * geo.n_voxels + 8
     n_buckets = max(1, math.ceil(n_read * row_bytes / max(1, bucket_bytes)))
@@ -399,6 +407,7 @@ def prepare_training_tensors(
                         condition=json.dumps(cond_t.config()),
                         sources=files,
                         seed=int(seed),
+                        energy_scale=energy_scale,  # "" when the inputs do not say
                         n_read=n_read,
                         n_written=n_good,
                         n_skipped=n_read - n_good,

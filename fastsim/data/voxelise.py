@@ -34,7 +34,10 @@ silently: per event, voxel sum + outside energy = hit energy sum.
 
 Speed: binary search (``np.searchsorted``) costs ~15 ns per hit here, more than reading the hit
 from an LZ4-compressed TTree; :class:`EdgeLookup` replaces it by an exact uniform-grid lookup, and
-:func:`voxelise_hits` works through cache-sized blocks of events (optionally in threads).
+:func:`voxelise_hits` works through cache-sized blocks of events (optionally in threads). With
+numba installed (``pip install 'fastsim[fast]'``), two compiled loops per block
+(:mod:`fastsim.data._voxelise_numba`) replace the numpy passes around numpy's ``arctan2``, with
+bit-identical results; without it the numpy passes run.
 """
 
 from __future__ import annotations
@@ -129,6 +132,32 @@ class VoxeliseStats:
             why = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped_reasons.items()))
             text += f"; skipped {self.n_skipped} invalid events ({why})"
         return text
+
+
+# ---------------------------------------------------------------------------------------- engines
+_ENGINES = ("auto", "numba", "numpy")
+
+
+@lru_cache(maxsize=1)
+def compiled_kernels():
+    """The compiled module :mod:`fastsim.data._voxelise_numba`, or None without numba."""
+    try:
+        from fastsim.data import _voxelise_numba
+    except ImportError:
+        return None
+    return _voxelise_numba
+
+
+def _use_compiled(engine: str) -> bool:
+    if engine not in _ENGINES:
+        raise FastsimError(f"engine must be one of {', '.join(_ENGINES)}, got {engine!r}")
+    if engine == "numpy":
+        return False
+    if compiled_kernels() is None:
+        if engine == "numba":
+            raise FastsimError("engine='numba' needs numba (pip install 'fastsim[fast]')")
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------- lookups
@@ -304,6 +333,11 @@ def voxel_table(geometry: Geometry) -> VoxelTable:
         n_cells=np.array([0] + [ly.n_voxels for ly in layers] + [0], dtype=np.int64),
         id_to_row=id_to_row,
     )
+
+
+def _grid_tables(lookup: EdgeLookup) -> tuple:
+    """An EdgeLookup's grid as the compiled loops take it: (lo, 1/h, n_cells, cell counts, next edges)."""
+    return lookup.lo, 1.0 / lookup.h, float(lookup.n_cells), lookup.cell_value, lookup._next64
 
 
 # ---------------------------------------------------------------------------------------- frame
@@ -538,6 +572,7 @@ def voxelise_hits(
     direction: np.ndarray | None = None,
     threads: int = 1,
     min_energy: float | None = None,
+    engine: str = "auto",
 ) -> tuple[np.ndarray, VoxeliseStats]:
     """Voxelise the hits of ``n`` events onto ``geometry`` in each event's shower frame.
 
@@ -559,6 +594,9 @@ def voxelise_hits(
         min_energy: if given (MeV), check each block before binning it: every position and energy
             finite and every energy >= ``min_energy``, else raise :class:`InvalidHitsError`. The
             check runs on cache-resident blocks, so it costs far less than separate passes.
+        engine: ``"numba"`` (compiled loops, :mod:`fastsim.data._voxelise_numba`), ``"numpy"``
+            (numpy passes) or ``"auto"`` (numba when installed). Both give identical results;
+            positions of mixed float dtypes and ``cell`` input always take the numpy passes.
 
     Returns:
         ``(showers, stats)``: float32 (n, V) voxel energies in MeV, and the chunk's
@@ -591,6 +629,7 @@ def voxelise_hits(
     impact = np.asarray(impact, dtype=np.float64).reshape(n, 3)
     if direction is not None:
         direction = np.asarray(direction, dtype=np.float64).reshape(n, 3)
+    compiled = _compiled_setup(geometry, engine, counts, energy, x, y, z, cell, z_edges, impact, direction)
 
     n_vox = geometry.n_voxels
     showers = np.empty((n, n_vox), dtype=np.float32)
@@ -607,7 +646,7 @@ def voxelise_hits(
         hits = slice(offsets[s], offsets[t])
         e_block = energy[hits]
         e_sum = float(e_block.sum(dtype=np.float64))  # while the block is in cache
-        if min_energy is not None:
+        if min_energy is not None and compiled is None:
             # a float64 sum is non-finite iff some value is (no overflow from float32 values)
             total = e_sum
             for coord in (x, y, z):
@@ -615,6 +654,10 @@ def voxelise_hits(
                     total += coord[hits].sum(dtype=np.float64)
             if not np.isfinite(total) or (e_block.size and e_block.min() < min_energy):
                 raise InvalidHitsError("non-finite hit values or negative hit energies")
+        if compiled is not None:
+            rows = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else None  # type: ignore[index]
+            n_out = compiled(s, t, hits, rows, showers, outside, min_energy)
+            return n_out, e_sum
         if cell is not None:
             voxel = _cells_from_rows(tab, _rows_from_ids(layer_id[hits], tab), cell[hits])  # type: ignore[index]
         else:
@@ -647,3 +690,76 @@ def voxelise_hits(
         e_outside=float(outside.sum()),
     )
     return showers, stats
+
+
+def _compiled_setup(
+    geometry: Geometry,
+    engine: str,
+    counts: np.ndarray,
+    energy: np.ndarray,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    z: np.ndarray | None,
+    cell: np.ndarray | None,
+    z_edges: EdgeLookup | None,
+    impact: np.ndarray,
+    direction: np.ndarray | None,
+):
+    """The compiled block function of :func:`voxelise_hits`, or None where the numpy passes run.
+
+    The returned ``block(s, t, hits, rows, showers, outside, min_energy) -> n_outside`` does for
+    events s..t-1 (hits ``hits``, layer rows ``rows`` if they come from ids) what the numpy block
+    does, with the same arithmetic in the same order; it raises :class:`InvalidHitsError` as the
+    numpy check does.
+    """
+    if not _use_compiled(engine) or cell is not None or x is None or y is None:
+        return None
+    ft = np.result_type(x.dtype, np.float32)
+    if x.dtype != ft or y.dtype != ft or (z is not None and z.dtype != ft):
+        return None  # mixed precisions: numpy's casting rules, not re-implemented here
+    tab = voxel_table(geometry)
+    if not tab.r_lookup.use_grid or (z_edges is not None and not z_edges.use_grid):
+        return None  # edges too fine for a lookup grid: the numpy passes' binary search
+    kern = compiled_kernels()
+    any_alpha = tab.any_alpha
+    r_tables = (*_grid_tables(tab.r_lookup)[:3], tab.r_lookup.stride, *_grid_tables(tab.r_lookup)[3:],
+                tab.r_lookup.values)  # fmt: skip
+    no_grid = (0.0, 1.0, 0.0, np.zeros(1, dtype=np.int64), np.zeros(1))
+    z_tables = _grid_tables(z_edges) if z_edges is not None else no_grid
+    n_alpha = tab.n_alpha.astype(ft)
+    n = len(impact)
+    along_z = direction is None or bool(
+        np.all((direction[:, 0] == 0) & (direction[:, 1] == 0) & (direction[:, 2] > 0))
+    )
+    if along_z:
+        e1 = e2 = np.zeros((n, 3), dtype=ft)
+    else:
+        if z is None:
+            raise FastsimError("a tilted shower axis needs the hits' z coordinates")
+        _, b1, b2 = shower_frame_basis(direction)
+        e1, e2 = b1.astype(ft), b2.astype(ft)
+    p0 = impact.astype(ft)
+    z_all = z if z is not None else np.zeros(0, dtype=ft)
+    no_rows = np.zeros(0, dtype=np.int64)
+    pi, two_pi = ft.type(math.pi), ft.type(_TWO_PI)
+    n_vox = geometry.n_voxels
+
+    def block(s, t, hits, rows, showers, outside, min_energy):
+        m = hits.stop - hits.start
+        u, v = np.empty(m, dtype=ft), np.empty(m, dtype=ft)
+        index, row = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+        ok = kern.frame_and_radial_bins(
+            x[hits], y[hits], z_all[hits] if len(z_all) else z_all, no_rows if rows is None else rows,
+            rows is not None, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, *z_tables, *r_tables,
+            min_energy is not None,
+            -np.inf if min_energy is None else float(min_energy), energy[hits], u, v, index, row,
+        )  # fmt: skip
+        if not ok:
+            raise InvalidHitsError("non-finite hit values or negative hit energies")
+        angle = np.arctan2(v, u) if any_alpha else u  # numpy's float32 arctan2: see the kernels' docstring
+        return int(kern.alpha_bins_and_deposit(
+            angle, any_alpha, index, row, counts[s:t], energy[hits], n_alpha, tab.n_alpha_m1,
+            tab.n_r, pi, two_pi, n_vox, showers[s:t], outside[s:t], np.zeros(n_vox + 1),
+        ))  # fmt: skip
+
+    return block

@@ -10,6 +10,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 
@@ -65,11 +66,13 @@ def energies_from_args(args: argparse.Namespace) -> tuple[np.ndarray, str, bool]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from fastsim.cli import ArgumentParser
+
+    p = ArgumentParser(
         prog="fastsim simulate",
         description="Geant4 full simulation of single particles (gamma, e-, e+) in a layered calorimeter; "
-        "energy deposited in the active material is scored per voxel of the binning and written as "
-        "CaloChallenge HDF5 (MeV).",
+        "the energy deposited in the active material is scored per voxel of the binning, put on the "
+        "calorimeter's EM scale (divided by each layer's sampling fraction) and written as CaloChallenge HDF5 (MeV).",
     )
     p.add_argument("-o", "--output", required=True, help="CaloChallenge HDF5 file to write")
     src = p.add_mutually_exclusive_group(required=True)
@@ -87,8 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="run seed; same seed gives the same file")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: os.cpu_count())")
     p.add_argument("--root", default=None, help="also write a ROOT file (TTree 'events': e_inc, voxels[V], MeV; what fastsim prep-root reads by default)")
+    p.add_argument("--energy-scale", default="em", choices=["em", "active"],
+                   help="em (default): each layer's active-material energy divided by its sampling fraction, "
+                   "E_tot/E_inc ~ 1 as in the CaloChallenge files; active: the raw active-material deposits")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
     p.add_argument("--describe", action="store_true", help="print the detector and exit")
     return p
 
@@ -96,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point; ``argv[0]`` is the command name ("simulate")."""
     args = build_parser().parse_args(argv[1:])
+    if not args.describe:  # the outputs first: a typo in -o costs no simulation
+        from fastsim.outputs import check_output_file, remove_stale_partials
+
+        for path in (args.output, args.root):
+            if path is not None:
+                check_output_file(path, args.overwrite)
+                remove_stale_partials(path)  # what a killed earlier run to this output left
     from fastsim.fullsim.detector import resolve_detector
     from fastsim.geometry import Geometry
 
@@ -123,9 +139,10 @@ def main(argv: list[str]) -> int:
         cut_mm=args.cut,
         root_output=args.root,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress,
         energy_spec=spec_text,
         discrete=discrete,
+        energy_scale=args.energy_scale,
     )
     a = summary.attrs
     print(f"wrote {len(summary.e_inc)} showers to {summary.path}" + (f" and {summary.root_path}" if summary.root_path else ""))
@@ -133,9 +150,11 @@ def main(argv: list[str]) -> int:
     print(f"  time per shower (per core): {a['time_per_shower_s']:.4f} s; wall {a['wall_time_s']:.1f} s with {a['workers']} workers")
     frac = a["energy_balance_mean_fraction"]
     print("  mean fractions of the incident energy: " + ", ".join(f"{k} {v:.4f}" for k, v in frac.items()))
+    print(f"  energy scale {a['energy_scale']}" + (f"; sampling fractions {a['sampling_fractions']}" if a["energy_scale"] == "em" else "")
+          + f"; measured on this run {a['sampling_fractions_this_run']}")
     for e, r in a["response_by_energy"].items():
         mask = summary.e_inc == float(e)
-        resp = summary.response[mask]
-        print(f"  E = {float(e):>9g} MeV: response {r:.4f}, resolution {resp.std() / resp.mean():.4f}, "
+        resp = summary.file_response[mask]
+        print(f"  E = {float(e):>9g} MeV: E_tot/E_inc {r:.4f}, resolution {resp.std() / resp.mean():.4f}, "
               f"{a['time_per_shower_by_energy'][e]:.4f} s/shower")
     return 0

@@ -86,11 +86,21 @@ def choose_physics(particle: str, physics: str = "auto") -> str:
 
 @dataclass
 class EventResult:
-    """What one event leaves: voxels (V,) float32 MeV; balance (5,) float64 MeV (:data:`BALANCE_COLUMNS`); seconds."""
+    """What one event leaves.
+
+    Attributes:
+        voxels: (V,) float32 MeV deposited in the active material of each voxel.
+        balance: (5,) float64 MeV, :data:`BALANCE_COLUMNS`.
+        seconds: Geant4 time of the event.
+        layer_sums: (2, L) float64 MeV per layer: row 0 the active material outside the binning,
+            row 1 the passive material of the layer (its absorber). With the voxels this gives each
+            layer's sampling fraction (:mod:`fastsim.fullsim.calibration`).
+    """
 
     voxels: np.ndarray
     balance: np.ndarray
     seconds: float
+    layer_sums: np.ndarray
 
 
 class Application:
@@ -114,6 +124,7 @@ class Application:
         self._keep: list[Any] = []
         self._voxels = np.zeros(geometry.n_voxels, dtype=np.float64)
         self._balance = np.zeros(len(BALANCE_COLUMNS), dtype=np.float64)
+        self._layer_sums = np.zeros((2, geometry.n_layers), dtype=np.float64)
         self._energies: np.ndarray = np.zeros(0)
         self._seeds: list[int] = []
         self._results: list[EventResult] = []
@@ -177,6 +188,7 @@ class Application:
             def BeginOfEventAction(self, event: Any) -> None:  # noqa: N802 - Geant4 interface
                 app._voxels[:] = 0.0
                 app._balance[:] = 0.0
+                app._layer_sums[:] = 0.0
                 app._t0 = time.perf_counter()
 
             def EndOfEventAction(self, event: Any) -> None:  # noqa: N802 - Geant4 interface
@@ -191,11 +203,16 @@ class Application:
                             app._balance[3] += edep
                         elif index >= PASSIVE:
                             app._balance[2] += edep
+                            app._layer_sums[1, index - PASSIVE] += edep
                         elif index >= ACTIVE_OUTSIDE:
                             app._balance[1] += edep
+                            app._layer_sums[0, index - ACTIVE_OUTSIDE] += edep
                 app._balance[0] = app._voxels.sum()
                 app._results.append(
-                    EventResult(app._voxels.astype(np.float32), app._balance.copy(), time.perf_counter() - app._t0)
+                    EventResult(
+                        app._voxels.astype(np.float32), app._balance.copy(), time.perf_counter() - app._t0,
+                        app._layer_sums.copy(),
+                    )
                 )
 
         class Actions(g4.G4VUserActionInitialization):

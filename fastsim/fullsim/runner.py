@@ -29,6 +29,16 @@ from typing import Any
 import numpy as np
 
 from fastsim.errors import FastsimError
+from fastsim.fullsim.calibration import (
+    SCALE_ACTIVE,
+    SCALE_EM,
+    SCALES,
+    layer_totals,
+    sampling_fractions,
+    scale_attributes,
+    stored_calibration,
+    voxel_factors,
+)
 from fastsim.fullsim.detector import DetectorSpec, resolve_detector
 from fastsim.fullsim.engine import BALANCE_COLUMNS, canonical_particle, choose_physics, event_seed
 from fastsim.geometry import Geometry
@@ -58,11 +68,17 @@ class SimulationSummary:
     balance: np.ndarray
     event_seconds: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+    e_tot: np.ndarray | None = None
 
     @property
     def response(self) -> np.ndarray:
-        """Visible (voxel) energy over incident energy per event, (N,)."""
+        """Visible (voxel, active-material) energy over incident energy per event, (N,)."""
         return self.balance[:, 0] / self.e_inc
+
+    @property
+    def file_response(self) -> np.ndarray:
+        """E_tot/E_inc per event on the file's energy scale (EM scale by default), (N,)."""
+        return (self.e_tot if self.e_tot is not None else self.balance[:, 0]) / self.e_inc
 
 
 def check_energies(energies: np.ndarray) -> np.ndarray:
@@ -113,6 +129,8 @@ def _worker_main(
             d_sh = f.create_dataset("showers", (0, n_vox), maxshape=(None, n_vox), dtype=np.float32, chunks=(BLOCK_EVENTS, n_vox))
             d_bal = f.create_dataset("balance", (0, len(BALANCE_COLUMNS)), maxshape=(None, len(BALANCE_COLUMNS)), dtype=np.float64)
             d_t = f.create_dataset("seconds", (0,), maxshape=(None,), dtype=np.float64)
+            n_lay = geometry.n_layers
+            d_ls = f.create_dataset("layer_sums", (0, 2, n_lay), maxshape=(None, 2, n_lay), dtype=np.float64)
             for start in range(0, len(indices), BLOCK_EVENTS):
                 if os.getppid() != parent_pid:
                     # the parent was killed: nobody will merge this shard, stop using the CPU
@@ -120,11 +138,12 @@ def _worker_main(
                 idx = indices[start : start + BLOCK_EVENTS]
                 res = app.simulate(energies[start : start + BLOCK_EVENTS], [event_seed(config["seed"], int(k)) for k in idx])
                 n0, n = d_sh.shape[0], len(res)
-                for d in (d_sh, d_bal, d_t):
+                for d in (d_sh, d_bal, d_t, d_ls):
                     d.resize(n0 + n, axis=0)
                 d_sh[n0:] = np.stack([r.voxels for r in res])
                 d_bal[n0:] = np.stack([r.balance for r in res])
                 d_t[n0:] = [r.seconds for r in res]
+                d_ls[n0:] = np.stack([r.layer_sums for r in res])
                 f.flush()  # a shard on disk is always readable up to the last block
                 messages.put(("progress", wid, n))
             f.attrs["worker_seconds"] = time.perf_counter() - t_start
@@ -209,7 +228,7 @@ def _run_workers(
 
 
 def _iter_merged(shards: list[str], n: int, block: int = 4096) -> Any:
-    """Yield (rows slice, showers, balance, seconds) blocks in event order from interleaved shards."""
+    """Yield (rows slice, showers, balance, seconds, layer sums) blocks in event order from interleaved shards."""
     import h5py
 
     w = len(shards)
@@ -227,13 +246,15 @@ def _iter_merged(shards: list[str], n: int, block: int = 4096) -> Any:
             sh = np.empty((k1 - k0, n_vox), dtype=np.float32)
             bal = np.empty((k1 - k0, len(BALANCE_COLUMNS)), dtype=np.float64)
             sec = np.empty(k1 - k0, dtype=np.float64)
+            lsum = np.empty((k1 - k0, *files[0]["layer_sums"].shape[1:]), dtype=np.float64)
             for i, f in enumerate(files):
                 rows = slice(p0, min(p1, sizes[i]))
                 pos = np.arange(rows.start, rows.stop) * w + i - k0
                 sh[pos] = f["showers"][rows]
                 bal[pos] = f["balance"][rows]
                 sec[pos] = f["seconds"][rows]
-            yield slice(k0, k1), sh, bal, sec
+                lsum[pos] = f["layer_sums"][rows]
+            yield slice(k0, k1), sh, bal, sec, lsum
     finally:
         for f in files:
             f.close()
@@ -262,6 +283,7 @@ def simulate(
     progress: bool = True,
     energy_spec: str = "",
     discrete: bool = True,
+    energy_scale: str = "em",
 ) -> SimulationSummary:
     """Simulate single particles with Geant4 and write a CaloChallenge HDF5 file (MeV).
 
@@ -281,6 +303,12 @@ def simulate(
         progress: show a tqdm bar (showers/s).
         energy_spec: how the energies were chosen (recorded in the file).
         discrete: the energies are a few discrete values (then per-energy times are recorded).
+        energy_scale: ``"em"`` (default): voxel energies on the calorimeter's EM scale, each layer's
+            active-material deposit divided by its sampling fraction — the detector's stored
+            calibration (:data:`fastsim.fullsim.calibration.CALIBRATIONS`) where there is one, else
+            the fractions measured on this run's own showers; ``"active"``: the raw active-material
+            deposits. Either way the fractions measured on this run are recorded
+            (``sampling_fractions_this_run``).
 
     Returns:
         a :class:`SimulationSummary`.
@@ -295,6 +323,8 @@ def simulate(
     spec: DetectorSpec = resolve_detector(detector, geo)
     if seed < 0:
         raise FastsimError(f"seed must be >= 0, got {seed}")
+    if energy_scale not in SCALES:
+        raise FastsimError(f"unknown energy scale {energy_scale!r}; choose {' or '.join(SCALES)}")
     n = len(e_inc)
     workers = max(1, min(int(workers or os.cpu_count() or 1), n))
     for path in (output, root_output):
@@ -310,17 +340,25 @@ def simulate(
     try:
         shards, info = _run_workers(config, e_inc, workers, shard_dir, progress)
         wall = time.perf_counter() - t0
+        f_run, f_run_unc = _run_sampling_fractions(shards, n, geo)
+        fractions, source = _chosen_fractions(energy_scale, spec, f_run, f_run_unc, n)
+        vfac = voxel_factors(geo, 1.0 / fractions) if energy_scale == SCALE_EM else None
         balance = np.empty((n, len(BALANCE_COLUMNS)))
         seconds = np.empty(n)
-        root_writer = _RootWriter(root_output, geo.n_voxels) if root_output is not None else None
+        e_tot = np.empty(n)
+        root_writer = _RootWriter(root_output, geo.n_voxels, energy_scale) if root_output is not None else None
         try:
             with ShowerWriter(output, geo.n_voxels, overwrite=overwrite) as writer:
-                for rows, sh, bal, sec in _iter_merged(shards, n):
+                for rows, sh, bal, sec, _ls in _iter_merged(shards, n):
+                    if vfac is not None:
+                        sh = sh * vfac
                     writer.append(e_inc[rows], sh)
                     if root_writer is not None:
                         root_writer.append(e_inc[rows], sh)
                     balance[rows], seconds[rows] = bal, sec
+                    e_tot[rows] = sh.sum(axis=1, dtype=np.float64)
                 frac = balance / e_inc[:, None]
+                response = e_tot / e_inc
                 attrs = {
                     "producer": "geant4",
                     "geant4_version": info.get("geant4_version", ""),
@@ -333,14 +371,19 @@ def simulate(
                     "cpu_count": os.cpu_count() or 1,
                     "n_showers": n,
                     "energy_spec": energy_spec,
-                    "units": "MeV (incident kinetic energy and energy deposited in the active material)",
+                    "units": _UNITS[energy_scale],
+                    **scale_attributes(energy_scale, fractions, source),
+                    "sampling_fractions_this_run": json.dumps([_finite(x) for x in f_run]),
+                    "sampling_fractions_this_run_unc": json.dumps([_finite(x) for x in f_run_unc]),
                     # per core: every worker's wall time (initialisation included) summed, per shower
                     "time_per_shower_s": float(sum(info["worker_seconds"]) / n),
                     "time_per_shower_by_energy": _energy_table(e_inc, seconds, discrete),
                     "geant4_init_s": float(np.mean(info["init_seconds"])),
                     "wall_time_s": float(wall),
-                    "response_mean": float(frac[:, 0].mean()),
-                    "response_by_energy": _energy_table(e_inc, frac[:, 0], discrete),
+                    # E_tot/E_inc on the file's scale; the visible (active-material) fraction beside it
+                    "response_mean": float(response.mean()),
+                    "response_by_energy": _energy_table(e_inc, response, discrete),
+                    "visible_fraction_by_energy": _energy_table(e_inc, frac[:, 0], discrete),
                     "energy_balance_columns": list(BALANCE_COLUMNS),
                     "energy_balance_mean_fraction": {c: float(frac[:, j].mean()) for j, c in enumerate(BALANCE_COLUMNS)},
                 }
@@ -353,7 +396,47 @@ def simulate(
             raise
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
-    return SimulationSummary(output, os.fspath(root_output) if root_output else None, e_inc, balance, seconds, attrs)
+    return SimulationSummary(output, os.fspath(root_output) if root_output else None, e_inc, balance, seconds, attrs, e_tot)
+
+
+_UNITS = {
+    SCALE_EM: "MeV (incident kinetic energy; voxel energies on the EM scale: each layer's active-material "
+    "deposit divided by the layer's sampling fraction)",
+    SCALE_ACTIVE: "MeV (incident kinetic energy and energy deposited in the active material)",
+}
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _run_sampling_fractions(shards: list[str], n: int, geo: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Each layer's sampling fraction measured on the run's own showers (NaN where a layer saw nothing)."""
+    active = np.empty((n, geo.n_layers))
+    passive = np.empty((n, geo.n_layers))
+    for rows, sh, _bal, _sec, ls in _iter_merged(shards, n):
+        active[rows] = layer_totals(sh, geo) + ls[:, 0]
+        passive[rows] = ls[:, 1]
+    return sampling_fractions(active, passive)
+
+
+def _chosen_fractions(
+    scale: str, spec: DetectorSpec, f_run: np.ndarray, f_run_unc: np.ndarray, n: int
+) -> tuple[np.ndarray, str]:
+    """The sampling fractions that define the file's EM scale, and where they come from."""
+    cal = stored_calibration(spec.name)
+    if cal is not None:
+        return np.asarray(cal.fractions, dtype=np.float64), f"stored calibration of {spec.name}: {cal.source}"
+    if scale != SCALE_EM:
+        return f_run, ""
+    if not np.all(np.isfinite(f_run)):
+        bad = np.flatnonzero(~np.isfinite(f_run)).tolist()
+        raise FastsimError(
+            f"detector {spec.name!r} has no stored sampling fractions and layer(s) {bad} saw no energy in "
+            f"these {n} showers, so the EM scale cannot be measured; simulate more or higher-energy showers, "
+            "or pass --energy-scale active"
+        )
+    return f_run, f"measured on this run's {n} showers (Σ active / Σ (active + passive) per layer)"
 
 
 class _RootWriter:
@@ -362,7 +445,7 @@ class _RootWriter:
     Tree and branch names are the defaults of ``fastsim prep-root --kind voxels``.
     """
 
-    def __init__(self, path: str | os.PathLike, n_voxels: int) -> None:
+    def __init__(self, path: str | os.PathLike, n_voxels: int, energy_scale: str = SCALE_EM) -> None:
         import uproot
 
         self.path = os.fspath(path)
@@ -372,7 +455,7 @@ class _RootWriter:
         self.tree = self.file.mktree(
             "events",
             {"e_inc": np.float64, "voxels": np.dtype((np.float32, (n_voxels,)))},
-            title="Geant4 single-particle showers (fastsim simulate): MeV",
+            title=f"Geant4 single-particle showers (fastsim simulate): MeV, {energy_scale} scale",
         )
 
     def append(self, e_inc: np.ndarray, showers: np.ndarray) -> None:

@@ -78,6 +78,15 @@ def _generate_parser() -> argparse.ArgumentParser:
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9 (default 4)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, OMP_NUM_THREADS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        metavar="MEV",
+        help="readout threshold: voxels below it are written as 0 (default 0 = none: the file keeps the model's "
+        "full output, which any threshold can still be applied to later; fastsim benchmark and the official "
+        "CaloChallenge evaluation apply the dataset's threshold to both samples themselves)",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar with showers/s on stderr (default: when stderr is a terminal)")  # fmt: skip
     return p
@@ -126,6 +135,39 @@ def _plan_without_model(args: argparse.Namespace):  # -> EnergyPlan | None
     return None
 
 
+def _plan_range(plan) -> tuple[float, float]:  # noqa: ANN001 - an EnergyPlan
+    """(lowest, highest) incident energy of a plan, MeV."""
+    if hasattr(plan, "e_min") and hasattr(plan, "e_max"):
+        return float(plan.e_min), float(plan.e_max)
+    values = plan.discrete_values
+    if not values:
+        values = plan.slice(0, len(plan))
+    return float(min(values)), float(max(values))
+
+
+#: energies this far beyond the training range (factor) get a warning
+EXTRAPOLATION_MARGIN = 1.05
+
+
+def extrapolation_warning(plan, condition: dict | None) -> str | None:  # noqa: ANN001 - an EnergyPlan
+    """A one-line warning when the plan reaches outside the training energies, else None.
+
+    Args:
+        plan: the EnergyPlan to generate.
+        condition: the model's fitted condition config (``e_min``/``e_max`` in MeV: the training range).
+    """
+    if not isinstance(condition, dict) or "e_min" not in condition or "e_max" not in condition:
+        return None
+    lo, hi = _plan_range(plan)
+    t_lo, t_hi = float(condition["e_min"]), float(condition["e_max"])
+    if lo * EXTRAPOLATION_MARGIN >= t_lo and hi <= t_hi * EXTRAPOLATION_MARGIN:
+        return None
+    return (
+        f"energies {lo:g}–{hi:g} MeV reach outside the model's training range {t_lo:g}–{t_hi:g} MeV; "
+        "showers there are extrapolations"
+    )
+
+
 def generate_main(argv: list[str]) -> int:
     """``fastsim generate``: argv[0] is the command name."""
     args = _generate_parser().parse_args(argv[1:])
@@ -137,10 +179,16 @@ def generate_main(argv: list[str]) -> int:
         raise FastsimError(f"--compression-level must be 0-9, got {args.compression_level}")
     if args.devices < 1:
         raise FastsimError(f"--devices must be >= 1, got {args.devices}")
-    if args.devices == 1 and os.environ.get("LOCAL_RANK") is None:
+    if not (args.threshold >= 0 and args.threshold < float("inf")):
+        raise FastsimError(f"--threshold must be a finite number >= 0 MeV, got {args.threshold}")
+    if os.environ.get("LOCAL_RANK") is None or int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        from fastsim.outputs import remove_stale_partials
+
         check_output_path(args.output, args.overwrite)
-    elif int(os.environ.get("LOCAL_RANK", "0")) == 0:
-        check_output_path(args.output, args.overwrite)
+        # a killed earlier run to this output left its hidden partial file: gone now (only files
+        # of processes that no longer run are removed)
+        for stale in remove_stale_partials(args.output):
+            print(f"fastsim generate: removed {stale}, left by a run that was killed", file=sys.stderr)
     plan = _plan_without_model(args)
     if not os.path.exists(args.checkpoint):
         raise InputFileError(args.checkpoint, "checkpoint not found")
@@ -155,6 +203,9 @@ def generate_main(argv: list[str]) -> int:
     model = load_generator(args.checkpoint, map_location="cpu")
     if plan is None:
         plan = energies_like(args.like, n_voxels=model.geometry.n_voxels)
+    warning = extrapolation_warning(plan, model.hparams.get("condition"))
+    if warning:
+        print(f"fastsim generate: warning: {warning}", file=sys.stderr)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     common = dict(
         seed=args.seed,
@@ -164,6 +215,7 @@ def generate_main(argv: list[str]) -> int:
         checkpoint=args.checkpoint,
         checkpoint_sha256=file_sha256(args.checkpoint),
         compression_opts=args.compression_level,
+        threshold=args.threshold,
     )
     if args.devices == 1:
         from fastsim.generation.generate import generate_showers
@@ -207,11 +259,19 @@ def export_main(argv: list[str]) -> int:
     args = _export_parser().parse_args(argv[1:])
     from fastsim.generation.export import export_onnx
     from fastsim.generation.generate import check_output_path
+    from fastsim.outputs import remove_stale_partials
 
     check_output_path(args.output, args.overwrite)
+    remove_stale_partials(args.output)
     if not os.path.exists(args.checkpoint):
         raise InputFileError(args.checkpoint, "checkpoint not found")
     info = export_onnx(args.checkpoint, args.output, opset=args.opset, overwrite=args.overwrite)
+    if info.fallback_reason is not None:
+        print(
+            f"fastsim export: warning: the dynamo exporter failed ({info.fallback_reason[:200]}); "
+            f"{info.path} was made by the TorchScript exporter",
+            file=sys.stderr,
+        )
     print(
         f"{info.path}: ONNX opset {info.opset} ({info.exporter} exporter), {info.n_voxels} voxels, noise width {info.noise_dim}"
     )

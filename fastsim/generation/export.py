@@ -8,7 +8,8 @@ latent and noise dimensions, the input/output names and units, and the provenanc
 checkpoint path and sha256, model class, hyper-parameters).
 
 The default (``torch.export``-based, "dynamo") exporter is tried first; if it fails the
-TorchScript exporter (``dynamo=False``) is used, and the file records which one made it.
+TorchScript exporter (``dynamo=False``) is used, the file records which one made it, and
+``fastsim export`` prints a warning line with the dynamo exporter's error.
 After export the file is checked with ONNX Runtime against PyTorch on a few random inputs.
 """
 
@@ -37,6 +38,8 @@ class ExportInfo:
     n_voxels: int
     noise_dim: int
     max_abs_diff: float | None = None
+    #: why the preferred (dynamo) exporter was not used, when the TorchScript fallback made the file
+    fallback_reason: str | None = None
 
 
 def _example_inputs(model: Any, n: int, seed: int = 0) -> tuple[Any, Any]:
@@ -49,8 +52,12 @@ def _example_inputs(model: Any, n: int, seed: int = 0) -> tuple[Any, Any]:
     return noise, e_inc
 
 
-def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[Any, str]:
-    """Export ``module`` to an ``onnx.ModelProto``: dynamo exporter first, TorchScript as fallback."""
+def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[Any, str, str | None]:
+    """Export ``module`` to an ``onnx.ModelProto``: dynamo exporter first, TorchScript as fallback.
+
+    Returns:
+        (proto, exporter name, the dynamo exporter's error when the fallback was used, else None).
+    """
     import onnx
     import torch
 
@@ -64,7 +71,7 @@ def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[A
                 dynamic_shapes={"noise": {0: batch}, "e_inc": {0: batch}}, opset_version=opset,
                 dynamo=True, verbose=False,
             )  # fmt: skip
-        return program.model_proto, "dynamo"
+        return program.model_proto, "dynamo", None
     except Exception as err:  # noqa: BLE001 - any exporter failure means: try the other exporter
         errors.append(f"dynamo: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     try:
@@ -78,7 +85,7 @@ def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[A
                 dynamic_axes={"noise": {0: "batch"}, "e_inc": {0: "batch"}, "showers": {0: "batch"}},
                 opset_version=opset or 17, dynamo=False,
             )  # fmt: skip
-        return onnx.load_from_string(buf.getvalue()), "torchscript"
+        return onnx.load_from_string(buf.getvalue()), "torchscript", errors[0]
     except Exception as err:  # noqa: BLE001
         errors.append(f"torchscript: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
     raise FastsimError("ONNX export failed with both exporters (" + "; ".join(errors) + ")")
@@ -179,13 +186,14 @@ def export_onnx(
     # batch 2 as the example: torch.export specialises a dimension of size 1 to a constant
     example = _example_inputs(model, 2)
     with torch.inference_mode(False), torch.no_grad():
-        proto, exporter = _export(module, example, opset)
+        proto, exporter, fallback_reason = _export(module, example, opset)
     for key, value in onnx_metadata(model, checkpoint, exporter).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     opset_used = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    directory, name = os.path.split(os.path.abspath(output))
-    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    from fastsim.data.hdf5 import temporary_path
+
+    tmp = temporary_path(output)  # hidden, with the pid: a killed export's file is recognised as stale
     try:
         onnx.save(proto, tmp)
         onnx.checker.check_model(tmp)
@@ -201,4 +209,5 @@ def export_onnx(
         int(model.geometry.n_voxels),
         int(model.noise_dim),
         diff,
+        fallback_reason,
     )

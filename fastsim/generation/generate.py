@@ -88,16 +88,11 @@ def batch_seed(seed: int, batch_index: int) -> int:
 
 
 def check_output_path(output: str | os.PathLike, overwrite: bool) -> str:
-    """Refuse an existing output (unless ``overwrite``) or a missing directory, before any work."""
-    output = os.fspath(output)
-    if os.path.isdir(output):
-        raise FastsimError(f"{output}: is a directory, not an output file name")
-    if os.path.exists(output) and not overwrite:
-        raise FastsimError(f"{output}: already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(parent):
-        raise FastsimError(f"{output}: directory {parent} does not exist")
-    return output
+    """Refuse an existing output (unless ``overwrite``), a missing or unwritable directory,
+    before any work (:func:`fastsim.outputs.check_output_file`)."""
+    from fastsim.outputs import check_output_file
+
+    return check_output_file(output, overwrite)
 
 
 def energies_like(reference: str | os.PathLike, n_voxels: int | None = None) -> ArrayEnergies:
@@ -170,6 +165,8 @@ def run_attributes(
         noise_dim=int(model.noise_dim),
         energies=plan.describe(),
         n_showers=len(plan),
+        # the scale of the showers the model was trained on ("" if the training files did not say)
+        energy_scale=str(getattr(model, "energy_scale", "") or ""),
         **_model_description(model),
         **(extra or {}),
     )
@@ -207,7 +204,7 @@ def check_generator(model: Any) -> None:
 
 # ---------------------------------------------------------------------------------- one batch
 def generate_batch(
-    model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device
+    model: Any, e_inc: np.ndarray, seed: int, batch_index: int, device: str | torch.device, threshold: float = 0.0
 ) -> np.ndarray:
     """Generate one batch of showers.
 
@@ -217,6 +214,8 @@ def generate_batch(
         seed: the run's seed.
         batch_index: the batch's index in the run; its noise is seeded by ``(seed, batch_index)``.
         device: where the model lives.
+        threshold: readout threshold in MeV: voxels below it are set to 0 (0: none), as
+            :func:`fastsim.metrics.calochallenge.apply_threshold`.
 
     Returns:
         float32 array (n, n_voxels) of voxel energies in MeV, finite and >= 0.
@@ -244,6 +243,8 @@ def generate_batch(
         raise FastsimError(f"generator produced NaN/inf voxel energies in batch {batch_index}")
     if (out < 0).any():
         raise FastsimError(f"generator produced negative voxel energies in batch {batch_index}")
+    if threshold > 0:
+        out[out < threshold] = 0.0
     return out
 
 
@@ -264,6 +265,7 @@ def generate_showers(
     compression_opts: int | None = 4,
     chunk_rows: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    threshold: float = 0.0,
 ) -> GenerateResult:
     """Generate ``len(plan)`` showers on one device and stream them into ``output``.
 
@@ -283,6 +285,8 @@ def generate_showers(
         chunk_rows: rows per HDF5 chunk; default :func:`aligned_chunk_rows` (about 1 MiB, dividing
             the batch size).
         extra_attrs: more attributes to store.
+        threshold: readout threshold in MeV applied to every shower (0: none); stored as the
+            ``readout_threshold_mev`` attribute.
 
     Returns:
         a :class:`GenerateResult`.
@@ -298,7 +302,7 @@ def generate_showers(
     model = model.to(device).eval()
     attrs = run_attributes(
         model, plan, seed=seed, batch_size=batch_size, device=device, checkpoint=checkpoint,
-        checkpoint_sha256=checkpoint_sha256, extra=extra_attrs,
+        checkpoint_sha256=checkpoint_sha256, extra={"readout_threshold_mev": float(threshold), **(extra_attrs or {})},
     )  # fmt: skip
     writer_kwargs: dict[str, Any] = {
         "compression": compression,
@@ -320,10 +324,11 @@ def generate_showers(
         for b, (start, stop) in enumerate(plan.batches(batch_size)):
             e_inc = plan.slice(start, stop)
             t_batch = time.perf_counter()
-            showers = generate_batch(model, e_inc, seed, b, device)
+            showers = generate_batch(model, e_inc, seed, b, device, threshold)
             timer.add(e_inc, time.perf_counter() - t_batch)
             writer.append(e_inc, showers)
             bar.update(stop - start)
+        writer.flush()  # chunks still being compressed on other threads belong to the run's time
         wall = time.perf_counter() - t0
         result = GenerateResult(output, n_total, wall, wall / n_total, timer.per_shower(), device)
         writer.set_attrs(**timing_attributes(result))
@@ -378,6 +383,7 @@ def generate_showers_distributed(
     compression_opts: int | None = 4,
     chunk_rows: int | None = None,
     extra_attrs: dict[str, Any] | None = None,
+    threshold: float = 0.0,
 ) -> GenerateResult | None:
     """Generate on ``devices`` devices with ``Trainer.predict`` and merge the shards into ``output``.
 
@@ -419,7 +425,8 @@ def generate_showers_distributed(
     device_label = f"{'cuda' if accelerator == 'gpu' else 'cpu'} x{devices}"
     attrs = run_attributes(
         model, plan, seed=seed, batch_size=batch_size, device=device_label, checkpoint=checkpoint,
-        checkpoint_sha256=checkpoint_sha256, extra={"strategy": strategy, **(extra_attrs or {})},
+        checkpoint_sha256=checkpoint_sha256,
+        extra={"strategy": strategy, "readout_threshold_mev": float(threshold), **(extra_attrs or {})},
     )  # fmt: skip
     writer_kwargs: dict[str, Any] = {
         "compression": compression,
@@ -438,7 +445,7 @@ def generate_showers_distributed(
         progress=progress,
         writer_kwargs=writer_kwargs,
     )
-    system = PredictSystem(model.eval(), plan, batch_size=batch_size, seed=seed)
+    system = PredictSystem(model.eval(), plan, batch_size=batch_size, seed=seed, threshold=threshold)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,

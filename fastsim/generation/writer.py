@@ -32,7 +32,7 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from fastsim.data.hdf5 import ShowerWriter, open_calochallenge, temporary_path
+from fastsim.data.hdf5 import ChunkRowWriter, ShowerWriter, open_calochallenge, temporary_path
 from fastsim.errors import InputFileError
 from fastsim.generation.energies import EnergyPlan, TimePerEnergy
 from fastsim.generation.generate import generate_batch, split_batches
@@ -90,7 +90,7 @@ def merge_shards(
     are copied as they are (``read_direct_chunk``/``write_direct_chunk``): no decompression and no
     recompression, so merging costs little more than copying bytes, and the shards' compression
     (done in parallel by the ranks) is not redone. Other shards are copied row block by row block
-    (decompressed and recompressed). Incident energies (8 bytes a row) are always copied by rows.
+    (decompressed, and recompressed on every core by :class:`~fastsim.data.hdf5.ChunkRowWriter`). Incident energies (8 bytes a row) are always copied by rows.
 
     Args:
         shards: the shard files (CaloChallenge layout, as written by :class:`ShowerWriter`).
@@ -132,7 +132,6 @@ def merge_shards(
                     n, offset = int(src_s.shape[0]), stats.n_showers
                     if n == 0:
                         continue
-                    showers.resize(offset + n, axis=0)
                     e_inc.resize(offset + n, axis=0)
                     for lo in range(0, n, block_rows):
                         hi = min(lo + block_rows, n)
@@ -140,14 +139,15 @@ def merge_shards(
                     if offset % rows == 0 and _layout(src_s) == _layout(showers):
                         # the shard's last chunk may be partial: it is stored padded, and rows past
                         # the end are either outside the final extent or rewritten by the next shard
+                        showers.resize(offset + n, axis=0)
                         for lo in range(0, n, rows):
                             mask, chunk = src_s.id.read_direct_chunk((lo, 0))
                             showers.id.write_direct_chunk((offset + lo, 0), chunk, mask)
                             stats.raw_chunks += 1
-                    else:
-                        for lo in range(0, n, block_rows):
-                            hi = min(lo + block_rows, n)
-                            showers[offset + lo : offset + hi] = src_s[lo:hi]
+                    else:  # recompressed on every core, as ShowerWriter does
+                        with ChunkRowWriter(showers) as rows_out:
+                            for lo in range(0, n, block_rows):
+                                rows_out.append(src_s[lo : min(lo + block_rows, n)])
                         stats.recompressed_rows += n
                     stats.n_showers += n
             if final_attrs is not None:
@@ -186,14 +186,16 @@ class PredictSystem(L.LightningModule):
         plan: the run's incident energies.
         batch_size: showers per batch.
         seed: the run's seed; batch ``b`` is seeded by ``(seed, b)`` as on one device.
+        threshold: readout threshold in MeV (0: none), see :func:`generate_batch`.
     """
 
-    def __init__(self, model: Any, plan: EnergyPlan, batch_size: int, seed: int) -> None:
+    def __init__(self, model: Any, plan: EnergyPlan, batch_size: int, seed: int, threshold: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.plan = plan
         self.batch_size = batch_size
         self.seed = seed
+        self.threshold = threshold
 
     def on_predict_start(self) -> None:
         # untimed warm-up with this rank's first batch, as on one device
@@ -206,7 +208,7 @@ class PredictSystem(L.LightningModule):
         b, start, stop = (int(v) for v in batch)
         e_inc = self.plan.slice(start, stop)
         t = time.perf_counter()
-        showers = generate_batch(self.model, e_inc, self.seed, b, self.device)
+        showers = generate_batch(self.model, e_inc, self.seed, b, self.device, self.threshold)
         return {"e_inc": e_inc, "showers": showers, "seconds": time.perf_counter() - t}
 
     def rank_items(self) -> list[tuple[int, int, int]]:

@@ -9,14 +9,27 @@ to this classifier, 1.0 that they are fully separable. Two input sets are used:
 - high-level: log10(E_inc), E_tot/E_inc, per layer log10(E_layer/E_inc + 1e-8), centres and widths
   in x, y, r (in cm) (:func:`high_level_inputs`, from :func:`fastsim.metrics.shapes.shower_features`).
 
-Details fixed here: classes are balanced by subsampling the larger one; the data are split
-train/validation/test (60/20/20 by default) with ``numpy.random.default_rng(seed)``; inputs are
-standardised with the training split's mean and standard deviation; training uses Adam and stops
-when the validation loss has not improved for ``patience`` epochs, keeping the best weights. As
-in the CaloChallenge, the classifier's output is calibrated on the validation split with isotonic
-regression before the JSD-like score is computed: JSD ≈ ln 2 − BCE_test (nats), reported divided by
-ln 2 so that it lies in [0, 1] (0 = indistinguishable). The AUC uncertainty is the Hanley–McNeil
-(Radiology 143 (1982) 29) standard error.
+Details fixed here: classes are balanced by subsampling the larger one; each class is split
+train/validation/test (60/20/20 by default: ``int(0.6 n)``, ``int(0.2 n)`` and the rest, as the
+official ``ttv_split``) with ``numpy.random.default_rng(seed)``. The validation split selects the
+epoch and calibrates the output; the test split scores. (The official code names these two
+"test" and "val".) Two settings exist:
+
+- :class:`ClassifierConfig` defaults ("quick", fastsim's own, for tests and training callbacks):
+  3 × 256 units, LeakyReLU(0.2), dropout 0.2, inputs standardised with the training split's mean
+  and standard deviation, float32, training stopped when the validation loss has not improved for
+  ``patience`` epochs, keeping the best weights; the AUC is that of the raw output.
+- :data:`CALOCHALLENGE`, the official ``evaluate.py`` classifier (``DNN`` with ``cls_n_layer=2``
+  extra hidden layers, i.e. three hidden layers of 2048, LeakyReLU with its default slope 0.01,
+  no dropout; raw inputs; float64, the official default dtype; Adam lr 2e-4, batch 1000, 50 epochs,
+  keeping the epoch with the best *accuracy* on the validation split and stopping early only at
+  accuracy 1; ``IsotonicRegression(y_min=1e-6, y_max=1-1e-6)`` fitted on the validation split; AUC
+  and JSD of the *calibrated* output on the test split).
+
+In both, the output is calibrated on the validation split with isotonic regression before the
+JSD-like score is computed: JSD ≈ ln 2 − BCE_test (nats), reported divided by ln 2 so that it lies
+in [0, 1] (0 = indistinguishable). The AUC uncertainty is the Hanley–McNeil (Radiology 143 (1982)
+29) standard error.
 
 torch is imported inside the functions; the global torch RNG is left untouched (a forked RNG is
 seeded with ``seed``).
@@ -32,7 +45,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["ClassifierConfig", "classifier_test", "high_level_inputs", "low_level_inputs"]
+__all__ = ["CALOCHALLENGE", "ClassifierConfig", "classifier_test", "high_level_inputs", "low_level_inputs"]
 
 
 @dataclass
@@ -40,8 +53,15 @@ class ClassifierConfig:
     """Network and training settings of the classifier test.
 
     The defaults (3 × 256 hidden units, batch 256, at most 30 epochs, patience 4) finish in a
-    few minutes on 2 CPU cores for 10⁴ showers per class of dataset 1 (368 voxels). The
-    CaloChallenge used 3 × 512 units and 50 epochs; pass those for a stricter test.
+    few minutes on 2 CPU cores for 10⁴ showers per class of dataset 1 (368 voxels). The official
+    CaloChallenge settings are :data:`CALOCHALLENGE`.
+
+    Attributes (beyond the obvious): ``patience`` epochs without improvement stop the training
+    (None: never, all ``max_epochs`` run); ``select_on`` "loss" keeps the epoch of the lowest
+    validation BCE, "accuracy" that of the highest validation accuracy (stopping at 1.0);
+    ``standardize`` the inputs with the training split's mean and std; ``dtype`` "float32" or
+    "float64"; ``score_calibrated``: the AUC of the calibrated output (official) instead of the raw
+    one; ``calib_eps``: the isotonic calibration's output is kept in [eps, 1 − eps].
     """
 
     hidden: tuple[int, ...] = (256, 256, 256)
@@ -49,12 +69,26 @@ class ClassifierConfig:
     lr: float = 5e-4
     batch_size: int = 256
     max_epochs: int = 30
-    patience: int = 4
+    patience: int | None = 4
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     max_per_class: int | None = None
     seed: int = 0
     calibrate: bool = True
+    leaky_slope: float = 0.2
+    select_on: str = "loss"
+    standardize: bool = True
+    dtype: str = "float32"
+    score_calibrated: bool = False
+    calib_eps: float = 0.0
+
+
+#: The official CaloChallenge classifier (``code/evaluate.py`` defaults; module docstring).
+CALOCHALLENGE = ClassifierConfig(
+    hidden=(2048, 2048, 2048), dropout=0.0, lr=2e-4, batch_size=1000, max_epochs=50, patience=None,
+    val_fraction=0.2, test_fraction=0.2, leaky_slope=0.01, select_on="accuracy", standardize=False,
+    dtype="float64", score_calibrated=True, calib_eps=1e-6,
+)  # fmt: skip
 
 
 def low_level_inputs(showers: ArrayLike, e_inc: ArrayLike) -> np.ndarray:
@@ -112,7 +146,8 @@ def classifier_test(
         config: settings; keyword ``overrides`` replace single fields (e.g. ``max_epochs=3``).
 
     Returns:
-        dict with ``auc`` (test ROC AUC, label 1 = generated), ``auc_unc`` (Hanley–McNeil),
+        dict with ``auc`` (test ROC AUC, label 1 = generated; of the calibrated output when
+        ``score_calibrated``), ``auc_raw`` (of the raw output), ``auc_unc`` (Hanley–McNeil),
         ``jsd`` (calibrated JSD-like score in [0, 1]), ``bce_test``, ``n_per_class``, ``n_train``,
         ``n_val``, ``n_test``, ``n_features``, ``epochs``, ``best_epoch``, ``train_seconds`` and
         ``config`` (the settings used).
@@ -124,6 +159,10 @@ def classifier_test(
     cfg = config or ClassifierConfig()
     if overrides:
         cfg = ClassifierConfig(**{**asdict(cfg), **overrides})
+    if cfg.select_on not in ("loss", "accuracy"):
+        raise ValueError(f"select_on must be 'loss' or 'accuracy', got {cfg.select_on!r}")
+    if cfg.dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {cfg.dtype!r}")
     g = np.asarray(generated, dtype=np.float32)
     r = np.asarray(reference, dtype=np.float32)
     if g.ndim != 2 or r.ndim != 2 or g.shape[1] != r.shape[1]:
@@ -145,13 +184,19 @@ def classifier_test(
     np.take(g, sel_g, axis=0, out=x[:n])
     np.take(r, sel_r, axis=0, out=x[n:])
     y = np.concatenate([np.ones(n, np.float32), np.zeros(n, np.float32)])
-    perm = rng.permutation(2 * n)
-    n_test = max(2, int(round(cfg.test_fraction * 2 * n)))
-    n_val = max(2, int(round(cfg.val_fraction * 2 * n)))
-    n_train = 2 * n - n_test - n_val
-    if n_train < 2:
+    # per class, as the official ttv_split: int(train n), int(val n) rows, the rest for the test
+    n_tr_c = int((1.0 - cfg.val_fraction - cfg.test_fraction) * n)
+    n_va_c = max(1, int(cfg.val_fraction * n))
+    if n_tr_c < 1 or n - n_tr_c - n_va_c < 1:
         raise ValueError("too few showers left for training after the validation and test splits")
-    i_tr, i_va, i_te = np.sort(perm[:n_train]), perm[n_train : n_train + n_val], perm[n_train + n_val :]
+    splits: list[list[np.ndarray]] = [[], [], []]
+    for offset in (0, n):
+        p = offset + rng.permutation(n)
+        for k, part in enumerate((p[:n_tr_c], p[n_tr_c : n_tr_c + n_va_c], p[n_tr_c + n_va_c :])):
+            splits[k].append(part)
+    i_tr = np.sort(np.concatenate(splits[0]))
+    i_va, i_te = (rng.permutation(np.concatenate(s)) for s in splits[1:])
+    n_train, n_val = len(i_tr), len(i_va)
     # training-split mean and std, accumulated in float64 row blocks (no copy of the split)
     s1 = np.zeros(x.shape[1])
     s2 = np.zeros(x.shape[1])
@@ -164,26 +209,28 @@ def classifier_test(
     std = np.sqrt(np.maximum(s2 / n_train - mean**2, 0.0))
     std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)  # constant columns stay 0
     mean32, std32 = mean.astype(np.float32), std.astype(np.float32)
-    for lo in range(0, 2 * n, block):
+    for lo in range(0, 2 * n, block) if cfg.standardize else ():
         x[lo : lo + block] -= mean32
         x[lo : lo + block] /= std32
     ytr, yva, yte = y[i_tr], y[i_va], y[i_te]
 
     t0 = time.perf_counter()
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         layers: list[torch.nn.Module] = []
         width = x.shape[1]
         for h in cfg.hidden:
-            layers += [torch.nn.Linear(width, h), torch.nn.LeakyReLU(0.2), torch.nn.Dropout(cfg.dropout)]
+            layers += [torch.nn.Linear(width, h), torch.nn.LeakyReLU(cfg.leaky_slope), torch.nn.Dropout(cfg.dropout)]
             width = h
         layers.append(torch.nn.Linear(width, 1))
-        net = torch.nn.Sequential(*layers)
+        net = torch.nn.Sequential(*layers).to(dtype)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        xt = torch.from_numpy(x)  # shares memory with x
-        ytr_t, tva, yva_t = torch.from_numpy(ytr), xt[torch.from_numpy(i_va)], torch.from_numpy(yva)
-        best_loss, best_epoch, best_state, epochs = math.inf, -1, None, 0
+        xt = torch.from_numpy(x)  # shares memory with x; batches are cast to ``dtype`` one at a time
+        ytr_t = torch.from_numpy(ytr).to(dtype)
+        tva, yva_t = xt[torch.from_numpy(i_va)].to(dtype), torch.from_numpy(yva).to(dtype)
+        best_score, best_epoch, best_state, epochs = math.inf, -1, None, 0
         for epoch in range(cfg.max_epochs):
             net.train()
             order = torch.from_numpy(rng.permutation(n_train))
@@ -191,38 +238,47 @@ def classifier_test(
             for lo in range(0, n_train, cfg.batch_size):
                 idx = order[lo : lo + cfg.batch_size]
                 opt.zero_grad()
-                loss = loss_fn(net(xt[rows[lo : lo + cfg.batch_size]]).squeeze(1), ytr_t[idx])
+                loss = loss_fn(net(xt[rows[lo : lo + cfg.batch_size]].to(dtype)).squeeze(1), ytr_t[idx])
                 loss.backward()
                 opt.step()
             net.eval()
             with torch.no_grad():
-                val_loss = float(loss_fn(net(tva).squeeze(1), yva_t))
+                logits = net(tva).squeeze(1)
+                if cfg.select_on == "loss":
+                    score = float(loss_fn(logits, yva_t))
+                else:  # minus the accuracy (np.round: an output of exactly 0.5 counts as class 0)
+                    score = -float(np.mean(np.round(torch.sigmoid(logits).numpy()) == yva))
             epochs = epoch + 1
-            if val_loss < best_loss - 1e-5:
-                best_loss, best_epoch = val_loss, epoch
+            if score < best_score - (1e-5 if cfg.select_on == "loss" else 0.0):
+                best_score, best_epoch = score, epoch
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            elif epoch - best_epoch >= cfg.patience:
+            elif cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                break
+            if cfg.select_on == "accuracy" and best_score == -1.0:
                 break
         assert best_state is not None
         net.load_state_dict(best_state)
         net.eval()
         with torch.no_grad():
             p_val = torch.sigmoid(net(tva).squeeze(1)).numpy().astype(np.float64)
-            p_test = torch.sigmoid(net(xt[torch.from_numpy(i_te)]).squeeze(1)).numpy().astype(np.float64)
+            p_test = torch.sigmoid(net(xt[torch.from_numpy(i_te)].to(dtype)).squeeze(1)).numpy().astype(np.float64)
     train_seconds = time.perf_counter() - t0
 
-    auc = float(roc_auc_score(yte, p_test))
+    auc_raw = float(roc_auc_score(yte, p_test))
     if cfg.calibrate:
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p_val, yva)
+        eps = float(cfg.calib_eps)
+        iso = IsotonicRegression(y_min=eps, y_max=1.0 - eps, out_of_bounds="clip").fit(p_val, yva)
         p_cal = iso.predict(p_test)
     else:
         p_cal = p_test
+    auc = float(roc_auc_score(yte, p_cal)) if cfg.score_calibrated else auc_raw
     p_cal = np.clip(p_cal, 1e-7, 1 - 1e-7)
     bce = float(-np.mean(yte * np.log(p_cal) + (1 - yte) * np.log(1 - p_cal)))
     jsd = float(np.clip((math.log(2) - bce) / math.log(2), 0.0, 1.0))
     n_pos = int(yte.sum())
     return {
         "auc": auc,
+        "auc_raw": auc_raw,
         "auc_unc": _auc_unc(auc, n_pos, len(yte) - n_pos),
         "jsd": jsd,
         "bce_test": bce,

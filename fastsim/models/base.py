@@ -16,13 +16,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fastsim.errors import FastsimError
+from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 
 #: key under which the system's class path is stored in a checkpoint (read by load_generator)
 CLASS_KEY = "fastsim_model_class"
 #: bumped when the checkpoint contents change incompatibly
 CHECKPOINT_VERSION = 1
+#: checkpoint key of the training data's energy scale ("em", "active" or "")
+ENERGY_SCALE_KEY = "fastsim_energy_scale"
 #: first seed word of validation noise, far from any global step
 VALIDATION_STREAM = 1 << 40
 
@@ -205,8 +207,15 @@ class ShowerGeneratorModule(L.LightningModule):
                 x, e = torch.from_numpy(b["x"]), torch.from_numpy(b["e_inc"])
                 yield self._fractions(x, e), b["cond"][:, 0]
 
-        for module in modules:
-            module.fit_stream(chunks())
+        try:
+            for module in modules:
+                module.fit_stream(chunks())
+        except FastsimError as err:
+            path = getattr(tensors, "path", None)
+            if path is None:
+                raise
+            # name the file the bad values are in (the message alone does not say which)
+            raise InputFileError(path, str(err).removeprefix("EnergyFeatures.fit: ")) from None
 
     def _fractions(self, x: Tensor, e_inc: Tensor) -> Tensor:
         """Voxel energies over the incident energy, (n, V), from model space."""
@@ -237,6 +246,16 @@ class ShowerGeneratorModule(L.LightningModule):
         cls = type(self)
         checkpoint[CLASS_KEY] = f"{cls.__module__}.{cls.__qualname__}"
         checkpoint["fastsim_checkpoint_version"] = CHECKPOINT_VERSION
+        checkpoint[ENERGY_SCALE_KEY] = self.energy_scale
+
+    @property
+    def energy_scale(self) -> str:
+        """The energy scale of the showers it was trained on (``"em"``, ``"active"``, or ``""``
+        where the training files did not say): its generated showers are on the same scale."""
+        if not getattr(self, "_energy_scale", "") and self._trainer is not None:
+            tensors = getattr(self.trainer.datamodule, "tensors", None)
+            self._energy_scale = str(getattr(tensors, "attrs", {}).get("energy_scale", "") or "")
+        return getattr(self, "_energy_scale", "")
 
     # ------------------------------------------------------------------ logging and divergence
     def _log_due(self, batches_done: int) -> bool:

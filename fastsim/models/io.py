@@ -85,4 +85,7 @@ def load_generator(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
         raise InputFileError(path, f"checkpoint does not match {cls.__name__}: {first[:300]}") from None
     if isinstance(map_location, (str, torch.device)):
         model = model.to(map_location)
+    from fastsim.models.base import ENERGY_SCALE_KEY
+
+    model._energy_scale = str(ckpt.get(ENERGY_SCALE_KEY, "") or "")
     return model.eval()

@@ -37,6 +37,7 @@ from fastsim.models.components.vae import (
     decode_sample,
     decode_sample_zeros,
 )
+from fastsim.models.hparams import check_vae
 from fastsim.models.losses import (
     gaussian_log_prob,
     kl_standard_normal,
@@ -137,6 +138,7 @@ class ShowerVAE(ShowerGeneratorModule):
         energy_hidden: tuple[int, ...] = (64, 64),
         seed: int = 0,
     ) -> None:
+        check_vae({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
         self.save_hyperparameters()
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)

@@ -21,6 +21,7 @@ from fastsim.models.base import (
 )
 from fastsim.models.components.features import EnergyFeatures, ShowerFeatures
 from fastsim.models.components.wgan import Critic, Generator, HierarchicalGenerator
+from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]
@@ -113,6 +114,7 @@ class WGANGP(ShowerGeneratorModule):
         critic_log_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
+        check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
         self.save_hyperparameters()
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)

@@ -3,11 +3,18 @@
 Three stages, kept apart:
 
 1. :func:`check_inputs` and :func:`collect_sample` — I/O. Both files are checked against the
-   geometry and each other, then each is streamed once, chunk by chunk, accumulating the per-shower
-   high-level features (O(N × n_layers)), the voxel-energy spectrum and the mean image; only the
-   classifier's low-level input is a random subsample (``max_showers`` rows, seeded).
+   geometry and each other, then each is streamed once, chunk by chunk; every chunk's voxels below
+   the readout threshold are zeroed first (:func:`fastsim.metrics.calochallenge.apply_threshold`,
+   default by geometry: :func:`fastsim.metrics.calochallenge.default_threshold`), then the
+   per-shower high-level features (O(N × n_layers)), the voxel-energy spectrum and the mean image
+   are accumulated; only the classifier's low-level inputs are a random subsample
+   (``max_showers`` rows, seeded).
 2. :func:`compute_metrics` — physics, from arrays only (the functions of :mod:`fastsim.metrics`);
-   returns one JSON-ready dict.
+   returns one JSON-ready dict. Two protocols (:data:`PROTOCOLS`): ``"calochallenge"`` (the
+   default) uses the official evaluation's binnings, high-level vector, classifier and FPD/KPD
+   (:mod:`fastsim.metrics.calochallenge`, :data:`fastsim.metrics.classifier.CALOCHALLENGE`,
+   :mod:`fastsim.metrics.fpd`); ``"quick"`` fastsim's lighter classifier and reference-range
+   binnings (tests, training callbacks).
 3. :func:`write_outputs` — ``metrics.json`` (atomic), the PNGs (:mod:`fastsim.report.plots`, drawn
    from the metric results), ``report.md`` and ``report.html``.
 
@@ -28,14 +35,17 @@ import numpy as np
 
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import BUILTIN, Geometry
+from fastsim.metrics.calochallenge import apply_threshold, low_level_normed_inputs
 from fastsim.metrics.compare import compare_distributions, reference_binning, separation_power_counts
 from fastsim.metrics.response import EnergyGroups, compare_response, energy_groups, layer_response, summarize
 from fastsim.metrics.shapes import FEATURE_UNITS, PER_LAYER_FEATURES, shower_features, voxel_spectrum_edges
 
 __all__ = [
+    "PROTOCOLS",
     "SampleData",
     "Tolerances",
     "check_deposit_scale",
+    "check_energy_scales",
     "check_inputs",
     "collect_sample",
     "compute_metrics",
@@ -50,6 +60,17 @@ __all__ = [
 #: Both must hold: with 10⁶ showers a harmless 0.5 % difference already has a tiny p-value.
 KS_PVALUE = 1e-3
 KS_DISTANCE = 0.02
+
+#: the benchmark protocols: the official CaloChallenge evaluation, or fastsim's lighter one
+PROTOCOLS = ("calochallenge", "quick")
+#: FPD/KPD settings of the official evaluation (``evaluate.py``: fpd(min_samples=10000), kpd(batch_size=10000))
+FPD_SETTINGS = {"min_samples": 10_000, "max_samples": 50_000, "num_batches": 20, "num_points": 10}
+KPD_SETTINGS = {"num_batches": 10, "batch_size": 10_000}
+#: classifier inputs: "low" (voxels / E_inc), "normed" (voxels / E_layer), "high" (the high-level
+#: vector); the default set per protocol. One official classifier on 2700 vs 2700 showers costs
+#: ~4.5 CPU-minutes (docs/benchmark.md).
+CLASSIFIER_INPUTS = ("low", "normed", "high")
+DEFAULT_CLASSIFIER_INPUTS = {"calochallenge": ("low", "normed", "high"), "quick": ("low", "high")}
 
 #: rows per chunk are chosen so one float64 chunk of showers is about this many bytes
 CHUNK_BYTES = 64 << 20
@@ -261,6 +282,7 @@ def check_inputs(
             geo = infer_geometry(gpath, gf.attrs, gf.n_voxels, rpath, rf.attrs)
             for cf in (rf, gf):
                 geo.check_n_voxels(cf.n_voxels, cf.path)
+        check_energy_scales(gpath, gf.attrs, rpath, rf.attrs)
         e_ref, e_gen = rf.incident_energies(), gf.incident_energies()
         if not (np.all(np.isfinite(e_ref)) and np.all(e_ref > 0)):
             raise InputFileError(rpath, "incident energies must be finite and > 0 MeV")
@@ -272,6 +294,24 @@ def check_inputs(
         )  # fmt: skip
 
 
+def check_energy_scales(
+    generated_path: str, generated_attrs: dict[str, Any], reference_path: str, reference_attrs: dict[str, Any]
+) -> None:
+    """Refuse a pair whose ``energy_scale`` attributes differ (EM scale vs active-material deposits:
+    a factor ~4 that no per-file check sees). Files that do not say are not judged here.
+
+    Raises:
+        InputFileError: naming the generated file, both scales and the fix.
+    """
+    g, r = generated_attrs.get("energy_scale") or "", reference_attrs.get("energy_scale") or ""
+    if g and r and g != r:
+        raise InputFileError(
+            generated_path,
+            f"showers are on the {g} energy scale but the reference {reference_path} is on the {r} scale "
+            "(convert the Geant4 file with fastsim em-scale, or train on the reference's scale)",
+        )
+
+
 # --------------------------------------------------------------------------------------- streaming
 @dataclass
 class SampleData:
@@ -281,7 +321,8 @@ class SampleData:
         path: the file.
         n_showers: N.
         features: :func:`fastsim.metrics.shapes.shower_features` of every shower: ``e_inc``,
-            ``e_tot`` (N,) float64 MeV, per-layer features (N, n_layers) float32.
+            ``e_tot`` (N,) float64 MeV, per-layer features (N, n_layers) float32 (``e_layer`` and
+            ``sparsity`` float64).
         low_level: classifier input (log10 E_inc, voxels/E_inc) of the rows ``low_index``,
             (n_low, V + 1) float32; None when not collected.
         sub_index: seeded random rows for the high-level classifier input, sorted, (n_sub,).
@@ -291,6 +332,13 @@ class SampleData:
         spectrum_edges: voxel-energy bin edges, MeV, (B + 1,).
         spectrum_counts: voxel energies per bin, (B,) int64; ``spectrum_below`` counts voxels
             below the first edge (zeros included), ``spectrum_above`` above the last.
+        threshold: the readout threshold applied (MeV; voxels below it were zeroed first).
+        low_level_normed: the official "normed" low-level input of the rows ``low_index``,
+            (n_low, 1 + V + L) float32; None when not collected.
+        max_voxel: the largest voxel energy (MeV, after the threshold).
+        official_voxel_counts: voxel energies in the ``official_voxel_edges`` given, (B,) int64.
+        e_tot_raw: E_tot before the threshold, (N,) float64 MeV (for the unit checks: a file in GeV
+            would otherwise vanish under a 1 MeV threshold and pass for a dead generator).
     """
 
     path: str
@@ -305,6 +353,11 @@ class SampleData:
     spectrum_below: int = 0
     spectrum_above: int = 0
     read_seconds: float = 0.0
+    threshold: float = 0.0
+    low_level_normed: np.ndarray | None = None
+    max_voxel: float = 0.0
+    official_voxel_counts: np.ndarray | None = None
+    e_tot_raw: np.ndarray | None = None
 
 
 def default_chunk_size(n_voxels: int) -> int:
@@ -321,6 +374,9 @@ def collect_sample(
     chunk_size: int | None = None,
     spectrum_edges: np.ndarray | None = None,
     check_units: bool = True,
+    threshold: float = 0.0,
+    normed: bool = False,
+    official_voxel_edges: np.ndarray | None = None,
 ) -> SampleData:
     """Validate and summarise one CaloChallenge file in a single streamed pass.
 
@@ -338,6 +394,10 @@ def collect_sample(
             2 × E_inc deserves a failing report, not a refusal; gross unit mix-ups of the
             generated file are caught against the reference by :func:`check_energies` and
             :func:`check_deposit_scale`.
+        threshold: readout threshold in MeV: every voxel below it is zeroed before anything is
+            computed (0: none).
+        normed: also collect the official "normed" low-level input.
+        official_voxel_edges: also histogram every voxel energy in these edges (MeV).
 
     Raises:
         InputFileError: any problem :func:`fastsim.data.hdf5.validate_calochallenge` finds
@@ -353,7 +413,8 @@ def collect_sample(
     parts: dict[str, list[np.ndarray]] = {}
     state: dict[str, Any] = {
         "image": np.zeros(v), "counts": np.zeros(len(edges) - 1, np.int64), "below": 0, "above": 0,
-        "low": [], "n": 0,
+        "low": [], "normed": [], "n": 0, "max": 0.0,
+        "official": None if official_voxel_edges is None else np.zeros(len(official_voxel_edges) - 1, np.int64),
     }  # fmt: skip
 
     def on_chunk(start: int, e: np.ndarray, s: np.ndarray, *_info: Any) -> None:
@@ -362,9 +423,17 @@ def collect_sample(
         if not (np.all(np.isfinite(e)) and np.all(e > 0) and np.all(np.isfinite(s))):
             state["bad"] = True
             return
+        parts.setdefault("_e_tot_raw", []).append(s.sum(axis=1, dtype=np.float64))
+        if threshold > 0:
+            s = apply_threshold(s, threshold)
+        state["max"] = max(state["max"], float(s.max()) if s.size else 0.0)
+        if official_voxel_edges is not None:
+            state["official"] += np.histogram(s.ravel(), bins=official_voxel_edges)[0]
         f = shower_features(s, e, geometry)
         for key, val in f.items():
-            parts.setdefault(key, []).append(val if key in ("e_inc", "e_tot") else val.astype(np.float32))
+            # float64 where the official histograms have values on their bin edges (sparsity k/n)
+            keep = key in ("e_inc", "e_tot", "e_layer", "sparsity")
+            parts.setdefault(key, []).append(val if keep else val.astype(np.float32))
         state["image"] += (s / e[:, None]).sum(axis=0, dtype=np.float64)
         c, below, above = voxel_spectrum_counts(s, edges)
         state["counts"] += c
@@ -376,6 +445,8 @@ def collect_sample(
             if len(rows):
                 state["low"].append(np.concatenate([np.log10(e[rows])[:, None], s[rows] / e[rows, None]], axis=1)
                                     .astype(np.float32))  # fmt: skip
+                if normed:
+                    state["normed"].append(low_level_normed_inputs(s[rows], e[rows], geometry))
 
     from fastsim.data.hdf5 import open_calochallenge
 
@@ -395,15 +466,38 @@ def collect_sample(
         raise InputFileError(path, "; ".join(msg for _, msg in problems))
     if state.get("bad"):  # validation should have said why; never compute on partial data
         raise InputFileError(path, "non-finite or non-positive values")
+    e_tot_raw = np.concatenate(parts.pop("_e_tot_raw")) if "_e_tot_raw" in parts else np.zeros(0)
     features = {key: np.concatenate(val) for key, val in parts.items()}
     low = np.concatenate(state["low"]) if (low_level and state["low"]) else None
+    low_normed = np.concatenate(state["normed"]) if (low_level and normed and state["normed"]) else None
     return SampleData(
         path=path, n_showers=n, features=features, low_level=low, sub_index=state["sub"],
         low_index=state["low_rows"],
         mean_image=state["image"] / max(state["n"], 1), spectrum_edges=edges,
         spectrum_counts=state["counts"], spectrum_below=state["below"], spectrum_above=state["above"],
-        read_seconds=time.perf_counter() - t0,
+        read_seconds=time.perf_counter() - t0, threshold=float(threshold), low_level_normed=low_normed,
+        max_voxel=state["max"], official_voxel_counts=state["official"], e_tot_raw=e_tot_raw,
     )  # fmt: skip
+
+
+def voxel_counts(
+    path: str | os.PathLike, edges: np.ndarray, threshold: float = 0.0, chunk_size: int | None = None
+) -> np.ndarray:
+    """Histogram of every voxel energy of a file (after the readout threshold) in ``edges`` (MeV).
+
+    A second streamed pass over a file already checked by :func:`collect_sample`: the official
+    voxel binning ends at the reference's largest voxel, known only after its first pass.
+
+    Returns:
+        counts, shape (len(edges) − 1,), int64.
+    """
+    from fastsim.data.hdf5 import open_calochallenge
+
+    counts = np.zeros(len(edges) - 1, np.int64)
+    with open_calochallenge(os.fspath(path)) as cf:
+        for _e, s in cf.iter_chunks(chunk_size or default_chunk_size(cf.n_voxels)):
+            counts += np.histogram(apply_threshold(s, threshold).ravel(), bins=edges)[0]
+    return counts
 
 
 def check_deposit_scale(gen: SampleData, ref: SampleData, factor: float = 100.0) -> None:
@@ -414,8 +508,12 @@ def check_deposit_scale(gen: SampleData, ref: SampleData, factor: float = 100.0)
     Raises:
         InputFileError: naming the generated file.
     """
-    mg = float(np.median(gen.features["e_tot"] / gen.features["e_inc"]))
-    mr = float(np.median(ref.features["e_tot"] / ref.features["e_inc"]))
+    def raw(sample: SampleData) -> np.ndarray:
+        e = sample.e_tot_raw
+        return e if e is not None and len(e) == len(sample.features["e_inc"]) else sample.features["e_tot"]
+
+    mg = float(np.median(raw(gen) / gen.features["e_inc"]))
+    mr = float(np.median(raw(ref) / ref.features["e_inc"]))
     # a generator depositing nothing (dead ReLUs) is a bad model, not a unit problem: report it
     if mr > 0 and mg > 0 and not (1 / factor <= mg / mr <= factor):
         hint = " (voxel energies in GeV instead of MeV?)" if 0 < mg < mr else ""
@@ -491,6 +589,8 @@ def compute_metrics(
     classifier_options: dict[str, Any] | None = None,
     seed: int = 0,
     n_bins: int = 50,
+    protocol: str = "calochallenge",
+    classifier_inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """All metrics of a generated sample against the reference, as one JSON-ready dict.
 
@@ -502,13 +602,30 @@ def compute_metrics(
         classifier: run the classifier tests.
         classifier_options: fields of :class:`fastsim.metrics.classifier.ClassifierConfig`.
         seed: seeds the bootstraps and the classifier.
-        n_bins: bins of the shape histograms (E_tot/E_inc per energy uses 30, FastCaloGAN-like).
+        n_bins: bins of the shape histograms (E_tot/E_inc per energy uses 30 under ``"quick"``).
+        protocol: ``"calochallenge"``: E_tot/E_inc per energy in the official binning
+            (:func:`fastsim.metrics.calochallenge.per_energy_edges`), the official classifier on
+            the official inputs (low-level, low-level normed, high-level vector), and a
+            ``calochallenge`` section (official separation powers of every feature, FPD, KPD);
+            ``"quick"``: 30 bins over the reference's range per energy and the
+            :class:`~fastsim.metrics.classifier.ClassifierConfig` defaults on fastsim's inputs.
+        classifier_inputs: which classifier inputs to test (:data:`CLASSIFIER_INPUTS`; default
+            :data:`DEFAULT_CLASSIFIER_INPUTS` of the protocol; "normed" needs the samples'
+            ``low_level_normed``).
 
     Returns:
-        A dict with ``energy_groups``, ``response`` (per energy: summaries of E_tot/E_inc of both
-        samples, their ratios, the distribution comparison and pass flags), ``layers``,
-        ``shapes``, ``voxel_spectrum``, ``classifier``, ``summary`` (the checks and the verdict).
+        A dict with ``protocol``, ``energy_groups``, ``response`` (per energy: summaries of
+        E_tot/E_inc of both samples, their ratios, the distribution comparison and pass flags),
+        ``layers``, ``shapes``, ``voxel_spectrum``, ``classifier``, ``calochallenge`` (None under
+        ``"quick"``), ``summary`` (the checks and the verdict).
     """
+    from fastsim.metrics import calochallenge as cc
+
+    if protocol not in PROTOCOLS:
+        raise FastsimError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    official = protocol == "calochallenge"
+    dataset = cc.dataset_key(geometry)
+    inputs = _classifier_inputs(protocol, classifier_inputs)
     fg, fr = gen.features, ref.features
     ig, ir = groups.assign(fg["e_inc"]), groups.assign(fr["e_inc"])
     ratio_g, ratio_r = fg["e_tot"] / fg["e_inc"], fr["e_tot"] / fr["e_inc"]
@@ -520,7 +637,13 @@ def compute_metrics(
         row["generated"] = summarize(xg)
         row["reference"] = summarize(xr)
         row.update(compare_response(row["generated"], row["reference"]))
-        if len(xg) and len(xr):
+        if len(xg) and len(xr) and official:
+            row["e_ratio"] = compare_distributions(
+                xg, xr, bins=cc.per_energy_edges(row["energy"], dataset), seed=seed + gi, clip=False
+            )
+            # the official value: NaN (not 1) when a sample has no entry inside the range
+            row["e_ratio"]["separation_power"] = cc.official_separation_power(xg, xr, row["e_ratio"]["edges"])
+        elif len(xg) and len(xr):
             row["e_ratio"] = compare_distributions(
                 xg, xr, bins=reference_binning(xr, 30), seed=seed + gi, clip=True
             )
@@ -572,17 +695,39 @@ def compute_metrics(
         "separation_power": separation_power_counts(gen.spectrum_counts, ref.spectrum_counts),
     }
 
+    def hl_vector(sample: SampleData, rows: np.ndarray | None = None) -> np.ndarray:
+        f = sample.features if rows is None else {k: v[rows] for k, v in sample.features.items()}
+        return cc.high_level_vector({**f, "sparsity_official": 1.0 - f["sparsity"]}, geometry)
+
     clf: dict[str, Any] = {"run": bool(classifier)}
     if classifier:
-        from fastsim.metrics.classifier import ClassifierConfig, classifier_test, high_level_inputs
+        from fastsim.metrics.classifier import (
+            CALOCHALLENGE,
+            ClassifierConfig,
+            classifier_test,
+            high_level_inputs,
+        )
 
-        cfg = ClassifierConfig(**{"seed": seed, **(classifier_options or {})})
-        if gen.low_level is not None and ref.low_level is not None:
+        base = CALOCHALLENGE if official else ClassifierConfig()
+        cfg = ClassifierConfig(**{**asdict(base), "seed": seed, **(classifier_options or {})})
+        clf["protocol"] = protocol
+        clf["settings"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
+        clf["inputs"] = list(inputs)
+        if "low" in inputs and gen.low_level is not None and ref.low_level is not None:
             clf["low_level"] = classifier_test(gen.low_level, ref.low_level, cfg)
+        if "normed" in inputs and gen.low_level_normed is not None and ref.low_level_normed is not None:
+            clf["low_level_normed"] = classifier_test(gen.low_level_normed, ref.low_level_normed, cfg)
         # high-level input from the same subsample as the low-level one, so both tests see the same showers
-        hl_g = high_level_inputs({k: v[gen.sub_index] for k, v in fg.items()})
-        hl_r = high_level_inputs({k: v[ref.sub_index] for k, v in fr.items()})
-        clf["high_level"] = classifier_test(hl_g, hl_r, cfg)
+        if official:
+            hl_g, hl_r = hl_vector(gen, gen.sub_index), hl_vector(ref, ref.sub_index)
+        else:
+            hl_g = high_level_inputs({k: v[gen.sub_index] for k, v in fg.items()})
+            hl_r = high_level_inputs({k: v[ref.sub_index] for k, v in fr.items()})
+        if "high" in inputs:
+            clf["high_level"] = classifier_test(hl_g, hl_r, cfg)
+        clf["n_per_class"] = {k: clf[k]["n_per_class"] for k in ("low_level", "low_level_normed", "high_level") if k in clf}
+
+    caloc = _calochallenge_section(gen, ref, geometry, dataset, hl_vector, seed) if official else None
 
     checks = []
     for row in per_energy:
@@ -598,7 +743,7 @@ def compute_metrics(
     checks.append({"name": "mean separation power of E_tot/E_inc", "value": mean_sep, "unc": None,
                    "target": f"<= {tolerances.separation:g}",
                    "pass": bool(math.isfinite(mean_sep) and mean_sep <= tolerances.separation)})  # fmt: skip
-    for kind in ("low_level", "high_level"):
+    for kind in ("low_level", "low_level_normed", "high_level"):
         if kind in clf:
             auc = clf[kind]["auc"]
             checks.append({"name": f"classifier AUC ({kind.replace('_', '-')})", "value": auc,
@@ -609,12 +754,14 @@ def compute_metrics(
         row[f"status_{q}"] == "not significant" for row in per_energy for q in ("response", "resolution")
     )
     return {
+        "protocol": protocol,
         "energy_groups": groups.to_dict(),
         "response": {"per_energy": per_energy},
         "layers": layers,
         "shapes": shapes,
         "voxel_spectrum": spectrum,
         "classifier": clf,
+        "calochallenge": caloc,
         "summary": {
             "pass": n_failed == 0,
             "n_checks": len(checks),
@@ -624,6 +771,78 @@ def compute_metrics(
             "mean_separation_power_floor": float(np.mean(floors)) if floors else math.nan,
             "checks": checks,
         },
+    }
+
+
+def _classifier_inputs(protocol: str, inputs: tuple[str, ...] | None) -> tuple[str, ...]:
+    if inputs is None:
+        return DEFAULT_CLASSIFIER_INPUTS[protocol]
+    bad = [i for i in inputs if i not in CLASSIFIER_INPUTS]
+    if bad or not inputs:
+        raise FastsimError(f"classifier inputs must be some of {', '.join(CLASSIFIER_INPUTS)}, got {','.join(inputs)!r}")
+    return tuple(dict.fromkeys(inputs))
+
+
+def _calochallenge_section(
+    gen: SampleData, ref: SampleData, geometry: Geometry, dataset: str | None, hl_vector: Any, seed: int
+) -> dict[str, Any]:
+    """The official separation powers of every feature (official binnings), FPD and KPD."""
+    from fastsim.metrics import calochallenge as cc
+    from fastsim.metrics.fpd import fpd, fpd_floor, kpd
+
+    fg, fr = gen.features, ref.features
+
+    def hist(xg: np.ndarray, xr: np.ndarray, edges: np.ndarray) -> dict[str, Any]:
+        cg, cr = np.histogram(xg, bins=edges)[0], np.histogram(xr, bins=edges)[0]
+        return {
+            "separation_power": cc.official_separation_power(xg, xr, edges),
+            "edges": edges.tolist(),
+            "n_generated_inside": int(cg.sum()), "n_reference_inside": int(cr.sum()),
+            "hist_generated": (cg / cg.sum() if cg.sum() else cg.astype(float)).tolist(),
+            "hist_reference": (cr / cr.sum() if cr.sum() else cr.astype(float)).tolist(),
+        }  # fmt: skip
+
+    source = {"e_layer": "e_layer", "center_eta": "center_x", "center_phi": "center_y", "width_eta": "width_x",
+              "width_phi": "width_y", "center_r": "center_r", "width_r": "width_r"}  # fmt: skip
+    features: dict[str, list[dict[str, Any]]] = {}
+    for feat in cc.FEATURES:
+        rows = []
+        for li, ly in enumerate(geometry.layers):
+            if feat in ("center_eta", "center_phi", "width_eta", "width_phi") and ly.n_alpha == 1:
+                continue  # the official code histograms η/φ only for the layers binned in α
+            if feat == "sparsity":
+                xg, xr = 1.0 - fg["sparsity"][:, li], 1.0 - fr["sparsity"][:, li]
+            else:
+                xg, xr = fg[source[feat]][:, li], fr[source[feat]][:, li]
+            edges = cc.feature_edges(feat, ly.id, dataset, ref.threshold, xr)
+            rows.append({"layer": ly.id, **hist(np.asarray(xg, np.float64), np.asarray(xr, np.float64), edges)})
+        features[feat] = rows
+    e_all = hist(fg["e_tot"] / fg["e_inc"], fr["e_tot"] / fr["e_inc"], cc.etot_einc_edges())
+    voxel = None
+    if gen.official_voxel_counts is not None and ref.official_voxel_counts is not None:
+        cg, cr = gen.official_voxel_counts, ref.official_voxel_counts
+        voxel = {
+            "separation_power": math.nan if not (cg.sum() and cr.sum())
+            else float(0.5 * np.sum((cg / cg.sum() - cr / cr.sum()) ** 2 / (cg / cg.sum() + cr / cr.sum() + 1e-16))),
+            "edges": cc.feature_edges("voxel", 0, dataset, ref.threshold, [ref.max_voxel]).tolist(),
+        }  # fmt: skip
+    t0 = time.perf_counter()
+    hr, hg = hl_vector(ref), hl_vector(gen)
+    fpd_v, fpd_u = fpd(hr, hg, seed=seed, **FPD_SETTINGS)
+    # two independent samples of one distribution give FPD > 0: the floor says how much
+    floor_v, floor_u = fpd_floor(hr, len(hg), seed=seed, **FPD_SETTINGS)
+    kpd_v, kpd_u = kpd(hr, hg, seed=seed, **KPD_SETTINGS)
+    return {
+        "dataset": dataset,
+        "threshold_mev": ref.threshold,
+        "high_level_columns": cc.high_level_columns(geometry),
+        "e_ratio": e_all,
+        "features": features,
+        "voxel": voxel,
+        "fpd": {"value": fpd_v, "unc": fpd_u, "floor": floor_v, "floor_unc": floor_u,
+                "n_reference": len(hr), "n_generated": len(hg), **FPD_SETTINGS},
+        "kpd": {"value": kpd_v, "unc": kpd_u, "n_reference": len(hr), "n_generated": len(hg), **KPD_SETTINGS},
+        "fpd_kpd_seconds": time.perf_counter() - t0,
     }
 
 
@@ -708,6 +927,14 @@ def _document(results: dict[str, Any], images: dict[str, str]) -> list[tuple[str
                         f"Geometry: {results['geometry']['name']} ({results['geometry']['n_voxels']} voxels, "
                         f"{len(results['geometry']['layers'])} layers). Incident energies: "
                         f"{results['energy_groups']['kind']}, {len(results['energy_groups']['keys'])} groups."))  # fmt: skip
+    thr = results.get("threshold") or {}
+    clf = results["classifier"]
+    protocol = results.get("protocol", "quick")
+    proto_text = ("the CaloChallenge evaluation (official binnings, high-level vector, classifier, FPD/KPD)"
+                  if protocol == "calochallenge" else "quick (fastsim's lighter classifier, reference-range binnings)")
+    blocks.append(("p", f"Protocol: **{protocol}** — {proto_text}. Readout threshold: "
+                        f"{_fmt(thr.get('mev'))} MeV ({thr.get('source', '?')}; voxels below it zeroed in both "
+                        f"samples before every metric)."))  # fmt: skip
     verdict = "PASS" if summ["pass"] else "FAIL"
     blocks.append(("p", f"**Verdict: {verdict}** — {summ['n_checks'] - summ['n_failed']} of {summ['n_checks']} "
                         f"checks pass. Tolerances: response ±{tol['response']:g}, resolution ±{tol['resolution']:g} "
@@ -739,11 +966,10 @@ def _document(results: dict[str, Any], images: dict[str, str]) -> list[tuple[str
     for key in ("response", "resolution", "e_ratio"):
         if key in images:
             blocks.append(("img", images[key]))
-    clf = results["classifier"]
     blocks.append(("h2", "Classifier test"))
     if clf.get("run"):
         rows = []
-        for kind in ("low_level", "high_level"):
+        for kind in ("low_level", "low_level_normed", "high_level"):
             if kind in clf:
                 c = clf[kind]
                 rows.append([kind.replace("_", "-"), _pm(c["auc"], c["auc_unc"], 3), _fmt(c["jsd"], 3),
@@ -751,6 +977,15 @@ def _document(results: dict[str, Any], images: dict[str, str]) -> list[tuple[str
                              _fmt(c["auc"] <= tol["auc"])])  # fmt: skip
         blocks.append(("table", (["input", "ROC AUC", "JSD", "showers/class", "test rows", "epochs", ""], rows)))
         blocks.append(("p", "AUC 0.5: indistinguishable; 1.0: fully separable (CaloChallenge, arXiv:2410.21611)."))
+        st = clf.get("settings") or {}
+        if st:
+            blocks.append(("p", f"Classifier: hidden {'×'.join(str(h) for h in st['hidden'])}, LeakyReLU "
+                                f"({st['leaky_slope']:g}), dropout {st['dropout']:g}, Adam lr {st['lr']:g}, batch "
+                                f"{st['batch_size']}, at most {st['max_epochs']} epochs, epoch kept by validation "
+                                f"{st['select_on']}, {st['dtype']}, isotonic calibration; split "
+                                f"{1 - st['val_fraction'] - st['test_fraction']:g}/{st['val_fraction']:g}/"
+                                f"{st['test_fraction']:g} per class (train/selection+calibration/score); AUC of the "
+                                f"{'calibrated' if st['score_calibrated'] else 'raw'} output."))  # fmt: skip
     else:
         blocks.append(("p", "Not run (--no-classifier)."))
     blocks.append(("h2", "Layer energies and shower shapes"))
@@ -767,6 +1002,30 @@ def _document(results: dict[str, Any], images: dict[str, str]) -> list[tuple[str
             blocks.append(("img", images[key]))
     blocks.append(("p", f"Voxel-energy spectrum separation power: "
                         f"{_fmt(results['voxel_spectrum']['separation_power'], 3)}."))  # fmt: skip
+    cc = results.get("calochallenge")
+    if cc:
+        blocks.append(("h2", "CaloChallenge evaluation"))
+        fpd, kpd = cc["fpd"], cc["kpd"]
+        def milli(x: Any) -> Any:
+            return None if x is None else 1e3 * x
+
+        blocks.append(("p", f"Dataset rules: {cc['dataset'] or 'dataset 1 (not a CaloChallenge geometry)'}. "
+                            f"FPD ×10³: {_pm(milli(fpd['value']), milli(fpd['unc']), 3)} (finite-sample floor: "
+                            f"{_pm(milli(fpd.get('floor')), milli(fpd.get('floor_unc')), 3)}, what two independent "
+                            f"samples of the reference's distribution of these sizes give); "
+                            f"KPD ×10³: {_pm(milli(kpd['value']), milli(kpd['unc']), 3)} "
+                            f"({fpd['n_reference']} reference, {fpd['n_generated']} generated showers; JetNet "
+                            f"definitions on the {len(cc['high_level_columns'])}-column high-level vector). "
+                            f"Separation power of E_tot/E_inc in [0.5, 1.5]: {_fmt(cc['e_ratio']['separation_power'], 3)}; "
+                            f"of the voxel energies: {_fmt((cc.get('voxel') or {}).get('separation_power'), 3)}."))  # fmt: skip
+        feats = list(cc["features"])
+        by_layer: dict[int, dict[str, Any]] = {}
+        for feat in feats:
+            for row in cc["features"][feat]:
+                by_layer.setdefault(row["layer"], {})[feat] = row["separation_power"]
+        blocks.append(("p", "Separation power per layer in the official binnings (– : not defined, or no entry inside the range):"))
+        blocks.append(("table", (["layer", *feats],
+                                 [[str(lid), *[_fmt(v.get(f), 3) for f in feats]] for lid, v in by_layer.items()])))  # fmt: skip
     timing = results.get("timing")
     blocks.append(("h2", "Timing"))
     if timing:
@@ -907,6 +1166,9 @@ def run_benchmark(
     seed: int = 0,
     chunk_size: int | None = None,
     plots: bool = True,
+    protocol: str = "calochallenge",
+    threshold: float | None = None,
+    classifier_inputs: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Check, summarise and compare a generated file with the reference; write the report.
 
@@ -922,6 +1184,12 @@ def run_benchmark(
         seed: seed of every random choice.
         chunk_size: rows per read.
         plots: draw the PNGs.
+        protocol: ``"calochallenge"`` (official evaluation) or ``"quick"``; see :func:`compute_metrics`.
+        threshold: readout threshold in MeV applied to both samples before every metric; None:
+            the geometry's CaloChallenge value (:func:`fastsim.metrics.calochallenge.default_threshold`),
+            0: none.
+        classifier_inputs: classifier inputs to test, some of ``("low", "normed", "high")``;
+            default: all three under ``"calochallenge"``, low and high under ``"quick"``.
 
     Returns:
         The results (what ``metrics.json`` holds, before NaN -> null).
@@ -930,25 +1198,44 @@ def run_benchmark(
         InputFileError: a bad input, naming the file.
     """
     from fastsim import __version__
+    from fastsim.metrics.calochallenge import default_threshold, feature_edges
 
     t0 = time.perf_counter()
     tol = tolerances or Tolerances()
+    if protocol not in PROTOCOLS:
+        raise FastsimError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if threshold is not None and not (math.isfinite(threshold) and threshold >= 0):
+        raise FastsimError(f"readout threshold must be a finite number >= 0 MeV, got {threshold}")
+    inputs = _classifier_inputs(protocol, classifier_inputs)
+    normed = classifier and "normed" in inputs
     out_path = os.fspath(out_dir)
     if os.path.exists(out_path) and not os.path.isdir(out_path):  # say so before minutes of work
         raise InputFileError(out_path, "output path exists and is not a directory")
     info = check_inputs(generated, reference, geometry)
     geo = info.geometry
-    ref = collect_sample(reference, geo, max_showers, seed, classifier, chunk_size)
+    official = protocol == "calochallenge"
+    thr_source = "--threshold" if threshold is not None else f"default of geometry {geo.name!r}"
+    thr = default_threshold(geo) if threshold is None else float(threshold)
+    ref = collect_sample(reference, geo, max_showers, seed, classifier, chunk_size, threshold=thr, normed=normed)
+    vox_edges = None
+    if official:
+        from fastsim.metrics.calochallenge import dataset_key
+
+        vox_edges = feature_edges("voxel", 0, dataset_key(geo), thr, [ref.max_voxel])
+        ref.official_voxel_counts = voxel_counts(reference, vox_edges, thr, chunk_size)
     gen = collect_sample(
-        generated, geo, max_showers, seed + 1, classifier, chunk_size, ref.spectrum_edges, check_units=False
-    )
+        generated, geo, max_showers, seed + 1, classifier, chunk_size, ref.spectrum_edges, check_units=False,
+        threshold=thr, normed=normed, official_voxel_edges=vox_edges,
+    )  # fmt: skip
     check_deposit_scale(gen, ref)
     results: dict[str, Any] = {
         "format": "fastsim-benchmark",
-        "format_version": 1,
+        "format_version": 2,
         "fastsim_version": __version__,
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "seed": seed,
+        "protocol": protocol,
+        "threshold": {"mev": thr, "source": thr_source},
         "inputs": {
             "generated": _sample_info(gen, info.attrs["generated"]),
             "reference": _sample_info(ref, info.attrs["reference"]),
@@ -957,7 +1244,12 @@ def run_benchmark(
         "geometry": {**geo.to_dict(), "n_voxels": geo.n_voxels},
         "tolerances": asdict(tol),
     }
-    results.update(compute_metrics(gen, ref, geo, info.groups, tol, classifier, classifier_options, seed))
+    results.update(
+        compute_metrics(
+            gen, ref, geo, info.groups, tol, classifier, classifier_options, seed, protocol=protocol,
+            classifier_inputs=inputs,
+        )  # fmt: skip
+    )
     results["timing"] = _timing(info.attrs["generated"], info.attrs["reference"], info.groups)
     results["run_seconds"] = time.perf_counter() - t0
     write_outputs(results, out_dir, mean_images=(gen.mean_image, ref.mean_image), geometry=geo, plots=plots)

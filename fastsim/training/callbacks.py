@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fastsim.errors import FastsimError
 from fastsim.models.base import first_nonfinite
+from fastsim.models.hparams import check_divergence, check_model_selection
 
 
 def energy_groups(
@@ -79,6 +81,7 @@ class Chi2ModelSelection(Callback):
         batch_size: int = 4096,
         clip_outliers: bool = True,
     ) -> None:
+        check_model_selection({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.clip_outliers = clip_outliers
         self.n_bins = n_bins
         self.n_rms = n_rms
@@ -160,7 +163,8 @@ class DivergenceCheck(Callback):
     """
 
     def __init__(self, every_n_steps: int = 10) -> None:
-        self.every_n_steps = max(1, int(every_n_steps))
+        check_divergence({"every_n_steps": every_n_steps})
+        self.every_n_steps = int(every_n_steps)
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
         bad = first_nonfinite(pl_module.state_dict())
@@ -180,3 +184,58 @@ class DivergenceCheck(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._check(trainer, pl_module, "when saving a checkpoint")
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose state is restored on resume when the directory is the same one
+    written as another spelling (relative vs absolute, a symbolic link) or the run's directory
+    was moved (the files its state names are in this one), so that a resumed run
+    overwrites ``last.ckpt`` and keeps ``save_top_k`` across the restart instead of starting a
+    ``last-v1.ckpt`` beside a stale ``last.ckpt``. Its state key is ModelCheckpoint's, so
+    checkpoints written by either class resume the other.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + repr(
+            dict(
+                monitor=self.monitor,
+                mode=self.mode,
+                every_n_train_steps=self._every_n_train_steps,
+                every_n_epochs=self._every_n_epochs,
+                train_time_interval=self._train_time_interval,
+            )
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        stored = state_dict.get("dirpath")
+        if isinstance(stored, str) and self.dirpath and stored != self.dirpath:
+            same = os.path.realpath(stored) == os.path.realpath(self.dirpath)
+            # or the run's directory moved (copied to another disk, mounted elsewhere): the files
+            # its state names are here
+            named = [state_dict.get(k) for k in ("last_model_path", "best_model_path")]
+            moved = any(
+                isinstance(p, str) and p and os.path.exists(os.path.join(self.dirpath, os.path.basename(p)))
+                for p in named
+            )
+            if same or moved:
+                state_dict = _rebase_state(state_dict, stored, self.dirpath)
+        super().load_state_dict(state_dict)
+
+
+def _rebase_state(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``state`` with the file paths under directory ``old`` moved under ``new``."""
+
+    def move(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path
+        rel = os.path.relpath(path, old)
+        return path if rel.startswith("..") else os.path.join(new, rel)
+
+    out = dict(state, dirpath=new)
+    for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+        if key in out:
+            out[key] = move(out[key])
+    if isinstance(out.get("best_k_models"), dict):
+        out["best_k_models"] = {move(k): v for k, v in out["best_k_models"].items()}
+    return out
