@@ -134,7 +134,7 @@ TRAIN_ENERGIES = (256.0, 1024.0, 4096.0, 16384.0)
 #: about the right fraction of E_inc at this seed, so its output also passes validation's unit
 #: check. A barely trained generator can deposit several times E_inc (other seeds do), which
 #: validation rightly reports: these runs are for testing generation, not training.
-TRAINING = {"wgan": (1, 5), "vae": (3, 15), "vae_energy": (3, 15)}
+TRAINING = {"wgan": (1, 5), "wgan_hier": (1, 5), "vae": (3, 15), "vae_energy": (3, 15)}
 
 
 def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
@@ -166,11 +166,14 @@ def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
     data = [{"x": x[i], "cond": cond[i]} for i in range(n)]
     common = {"geometry": TINY_GEOMETRY.to_dict(), "condition": condition.config(), "seed": seed}
     torch.manual_seed(seed)  # the initial weights
-    if model_name == "wgan":
+    if model_name.startswith("wgan"):
         from fastsim.models.wgan_gp import WGANGP
 
+        # "wgan_hier": hierarchical outputs with a readout threshold (E_tot/E_inc fitted per energy)
+        hier = dict(output="hierarchical", readout_threshold=1.0) if model_name == "wgan_hier" else {}
         model = WGANGP(
             **common,
+            **hier,
             latent_dim=6,
             generator_hidden=(16, 16),
             critic_hidden=(16,),
@@ -196,6 +199,8 @@ def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
         )
         if energy:  # what setup() does from a ShowerDataModule's file
             model.features.fit_stream([(x, cond[:, 0].numpy())])
+    if model_name == "wgan_hier":
+        model.generator.total.fit_stream([(x, cond[:, 0].numpy())])
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=epochs, limit_train_batches=4, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

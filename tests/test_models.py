@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import os
 
 import lightning as L
@@ -158,7 +159,7 @@ def test_wgan_weight_clipping(tmp_path, geo_small: Geometry) -> None:
         assert bool((p.detach().abs() <= 0.02).all())
 
 
-@pytest.mark.parametrize("decode", ["mean", "sample"])
+@pytest.mark.parametrize("decode", ["mean", "sample", "sample_zeros"])
 def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry, decode: str) -> None:
     torch.manual_seed(0)
     model = make(
@@ -170,7 +171,7 @@ def test_vae_trains_and_reloads(tmp_path, geo_small: Geometry, decode: str) -> N
         n_importance_samples=8,
         decode=decode,
     )
-    assert model.noise_dim == 8 + (2 * geo_small.n_voxels if decode == "sample" else 0)
+    assert model.noise_dim == 8 + {"sample": 2, "sample_zeros": 1}.get(decode, 0) * geo_small.n_voxels
     trainer = fit(model, geo_small, str(tmp_path), limit_train_batches=3)
     assert trainer.global_step == 3
     m = trainer.callback_metrics
@@ -473,3 +474,177 @@ def test_wgan_critic_sees_standardised_energy_and_penalises_in_that_space(geo_sm
     out = model.critic_step(x[:32], cond[:32], torch.Generator().manual_seed(0), e[:32])
     assert float(out["grad_norm"]) == pytest.approx(1.0, abs=1e-5)
     assert float(out["gradient_penalty"]) == pytest.approx(0.0, abs=1e-8)
+
+
+# --------------------------------------------------------------------------- hierarchical outputs
+
+
+class ListTensors:
+    """The ``len`` / ``read(start, stop)`` interface of TrainingTensors over in-memory batches."""
+
+    def __init__(self, batches: list[dict[str, torch.Tensor]]) -> None:
+        self.cols = {k: torch.cat([b[k] for b in batches]).numpy() for k in ("x", "cond", "e_inc")}
+
+    def __len__(self) -> int:
+        return len(self.cols["x"])
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: v[start:stop] for k, v in self.cols.items()}
+
+
+def hierarchical(geo: Geometry, **kw) -> WGANGP:
+    model = make(WGANGP, geo, output="hierarchical", **kw)
+    tensors = ListTensors(tiny_batches(geo))
+    model.fit_features(tensors)
+    if kw.get("output_init") == "mean_shower":
+        model.init_output_from_data(tensors)
+    return model
+
+
+def test_hierarchical_generator_is_energy_consistent(geo_small: Geometry) -> None:
+    torch.manual_seed(3)
+    model = hierarchical(geo_small, output_init="default")
+    gen = model.generator
+    e_inc = torch.tensor([E_MIN, 8 * E_MIN, E_MAX] * 50)
+    cond = model.conditions(e_inc)
+    z = torch.randn(len(e_inc), model.latent_dim) * 5.0  # far out in the noise as well
+    r, f_layer, f_vox = gen.parts(z, cond)
+    torch.testing.assert_close(f_layer.sum(1), torch.ones(len(e_inc)))
+    for a, b in gen.layer_slices:
+        torch.testing.assert_close(f_vox[:, a:b].sum(1), torch.ones(len(e_inc)))
+    x = gen(z, cond)
+    assert bool((x >= 0).all())
+    torch.testing.assert_close(x.sum(1), r)  # E_tot/E_inc is the emitted r, the layers share it
+    for k, (a, b) in enumerate(gen.layer_slices):
+        torch.testing.assert_close(x[:, a:b].sum(1), r * f_layer[:, k])
+    # r is bounded by m + u_max·s of the training E_tot/E_inc at that energy: never E_tot >> E_inc
+    stats = model.generator.total
+    bound = stats.destandardise(torch.full((len(e_inc), 1), gen.u_max), cond[:, 0])[:, 0]
+    assert bool((r <= bound + 1e-6).all())
+
+
+def test_hierarchical_mean_shower_init_starts_at_the_mean(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower")
+    tensors = ListTensors(tiny_batches(geo_small))
+    mean = torch.from_numpy(tensors.cols["x"]).double().mean(0)
+    z = torch.randn(64, model.latent_dim)
+    x = model.generator(z, model.conditions(torch.full((64,), 4 * E_MIN))).double()
+    shape = x.mean(0) / x.mean(0).sum()
+    torch.testing.assert_close(shape, mean / mean.sum(), atol=2e-3, rtol=0.05)
+
+
+def test_hierarchical_readout_threshold_zeroes_small_voxels_straight_through(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", readout_threshold=5.0)
+    e_inc = torch.full((16,), E_MIN)
+    cond = model.conditions(e_inc)
+    z = torch.randn(16, model.latent_dim)
+    model.eval()
+    mev = model.generate(e_inc, generator=torch.Generator().manual_seed(1))
+    assert bool(((mev == 0) | (mev >= 5.0)).all()) and bool((mev == 0).any())
+    model.train()
+    x = model.generator(z, cond)
+    assert bool(((x * E_MIN == 0) | (x * E_MIN >= 5.0 - 1e-4)).all())
+    # the gradient of a zeroed voxel is that of the unthresholded one (straight-through)
+    (g,) = torch.autograd.grad(x[:, 0].sum(), model.generator.last_linear().bias)
+    assert float(g.abs().sum()) > 0
+
+
+def test_hierarchical_trains_reloads_and_rejects_other_transforms(tmp_path, geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = hierarchical(geo_small, output_init="mean_shower", readout_threshold=1.0,
+                         critic_features="energy_layers", n_critic=2)
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+    with pytest.raises(FastsimError, match="hierarchical"):
+        WGANGP(geometry=geo_small.to_dict(), condition=CONDITION, output="hierarchical", output_activation="none",
+               transform={"class": "Chain", "transforms": [TRANSFORM, {"class": "LogTransform"}]})
+    with pytest.raises(FastsimError, match="output must be"):
+        make(WGANGP, geo_small, output="pixels")
+
+
+def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) -> None:
+    from fastsim.metrics.shapes import shower_features
+    from fastsim.models.components.features import ShowerFeatures
+
+    rng = np.random.default_rng(0)
+    n, v = 40, geo_photons.n_voxels
+    fractions = rng.exponential(0.002, (n, v)) * (rng.random((n, v)) > 0.5)
+    fractions[:5, geo_photons.layer_slice(0)] = 0.0  # empty layers: centre and width 0
+    slices = [(s.start, s.stop) for s in geo_photons.layer_slices]
+    feats = ShowerFeatures(slices, *geo_photons.voxel_xy_center, sparsity_eps=1e-12)
+    obs = feats.observables(torch.tensor(fractions, dtype=torch.float64)).numpy()
+    ref = shower_features(fractions, np.ones(n), geo_photons)
+    n_l = len(slices)
+    assert obs.shape == (n, 1 + 6 * n_l) == (n, feats.n_features)
+    plain = ShowerFeatures(slices, *geo_photons.voxel_xy_center)  # no sparsity by default
+    assert plain.n_features == 1 + 5 * n_l
+    np.testing.assert_allclose(plain.observables(torch.tensor(fractions)).numpy(), obs[:, : 1 + 5 * n_l])
+    np.testing.assert_allclose(obs[:, 0], ref["e_tot"], rtol=1e-6)
+    block = {key: obs[:, 1 + k * n_l : 1 + (k + 1) * n_l]
+             for k, key in enumerate(("e_layer", "m1_x", "m1_y", "m2_x", "m2_y", "sparsity"))}
+    np.testing.assert_allclose(block["e_layer"], ref["e_layer"], rtol=1e-6)
+    np.testing.assert_allclose(block["sparsity"], ref["sparsity"], atol=1e-6)
+    e_l = np.where(ref["e_layer"] > 0, ref["e_layer"], 1.0)
+    for c in ("x", "y"):  # the moments give the benchmark's centres and widths
+        np.testing.assert_allclose(block[f"m1_{c}"] / e_l, ref[f"center_{c}"], rtol=1e-6, atol=1e-6)
+        width = np.sqrt(np.clip(block[f"m2_{c}"] / e_l - (block[f"m1_{c}"] / e_l) ** 2, 0, None))
+        np.testing.assert_allclose(width, ref[f"width_{c}"], rtol=1e-5, atol=1e-3)
+    # linear in the voxels: the slope of a moment is the voxel's coordinate, however little energy
+    # the layer holds (a centre's slope would grow as 1/E_layer)
+    x = torch.tensor(fractions[:1] * 1e-9, requires_grad=True)
+    feats.observables(x)[:, 1 + n_l + 1].sum().backward()  # m1_x of layer 1
+    sl = geo_photons.layer_slice(1)
+    np.testing.assert_allclose(x.grad[0, sl].numpy(), geo_photons.voxel_xy_center[0][sl], rtol=1e-6)
+
+
+def test_wgan_with_shape_features_trains(tmp_path, geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes_sparsity", n_critic=2)
+    assert model.critic.net[0].in_features == geo_small.n_voxels + 1 + 6 * 3 + 1
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+
+
+def test_vae_sample_zeros_draws_the_zero_mask() -> None:
+    from fastsim.models.components.vae import decode_mean, decode_sample_zeros
+
+    torch.manual_seed(0)
+    n, v = 4000, 6
+    zero_logit = torch.tensor([-3.0, -1.0, 0.0, 1.0, 3.0, 0.5]).expand(n, v)
+    mu, log_sigma = torch.full((n, v), -4.0), torch.full((n, v), -1.0)
+    x = decode_sample_zeros(zero_logit, mu, log_sigma, torch.randn(n, v))
+    empty = (x == 0).double().mean(0)
+    torch.testing.assert_close(empty, torch.sigmoid(zero_logit[0]).double(), atol=0.03, rtol=0)
+    filled = x[x > 0]
+    torch.testing.assert_close(filled, torch.full_like(filled, float(torch.exp(torch.tensor(-4.0 + 0.5 * math.exp(-2.0))))))
+    # on average the mean shower
+    torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.05, atol=0)
+
+
+def test_wgan_log_critic_voxels(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_voxels="log", critic_log_scale=2.0)
+    batches = tiny_batches(geo_small)
+    x, cond, e = batches[0]["x"], batches[0]["cond"], batches[0]["e_inc"]
+    seen = model.critic_input(x, cond, e)
+    torch.testing.assert_close(seen, torch.log1p(x * e[:, None].float() / 2.0))
+    out = model.critic_step(x, cond, torch.Generator().manual_seed(0), e)
+    assert torch.isfinite(out["critic_loss"])
+    with pytest.raises(FastsimError, match="critic_voxels"):
+        make(WGANGP, geo_small, critic_voxels="sqrt")
+
+
+def test_vae_prior_monte_carlo_estimates_the_same_likelihood_in_low_dimension(geo_small: Geometry) -> None:
+    # one latent dimension: plain Monte Carlo from the prior converges, to what importance
+    # sampling with q(z|x) gives (in 32 dimensions it does not: scripts/vae_log_likelihood.py)
+    torch.manual_seed(1)
+    model = make(ShowerVAE, geo_small, latent_dim=1, encoder_hidden=(16,), decoder_hidden=(16,))
+    batch = tiny_batches(geo_small)[0]
+    x, cond = batch["x"][:8], batch["cond"][:8]
+    with torch.no_grad():
+        _, ll = model.elbo_and_is(x, cond, k=4000, rng=torch.Generator().manual_seed(0))
+        prior = model.log_likelihood_prior_mc(x, cond, k=20000, rng=torch.Generator().manual_seed(1))
+        one = model.log_likelihood_prior_mc(x, cond, k=1, rng=torch.Generator().manual_seed(2))
+    assert prior.shape == (8,)
+    torch.testing.assert_close(prior, ll, atol=0.25, rtol=0)  # MC noise ~0.1; a lost log K would be 10
+    assert float(one.mean()) < float(ll.mean())  # one prior draw: far below (Jensen, on average)

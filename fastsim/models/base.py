@@ -174,8 +174,12 @@ class ShowerGeneratorModule(L.LightningModule):
         )
 
     # ------------------------------------------------------------------ energy features
+    def feature_modules(self) -> list[nn.Module]:
+        """The :class:`EnergyFeatures`-like modules fitted on the training data by :meth:`fit_features`."""
+        return [] if self.features is None else [self.features]
+
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.features is not None and not self.features.is_fitted:
+        if stage == "fit" and any(not m.is_fitted for m in self.feature_modules()):
             self.fit_features(
                 self._training_tensors(
                     f"{type(self).__name__}'s energy features need the training data to fit their "
@@ -193,7 +197,8 @@ class ShowerGeneratorModule(L.LightningModule):
     def fit_features(self, tensors: Any, rows: int = 1 << 16) -> None:
         """Fit the energy features' per-energy statistics on a :class:`TrainingTensors` file,
         streamed ``rows`` at a time (every DDP rank reads the whole file: identical statistics)."""
-        if self.features is None:
+        modules = self.feature_modules()
+        if not modules:
             raise FastsimError(f"this {type(self).__name__} uses no energy features")
 
         def chunks():  # noqa: ANN202
@@ -203,7 +208,8 @@ class ShowerGeneratorModule(L.LightningModule):
                 yield self._fractions(x, e), b["cond"][:, 0]
 
         try:
-            self.features.fit_stream(chunks())
+            for module in modules:
+                module.fit_stream(chunks())
         except FastsimError as err:
             path = getattr(tensors, "path", None)
             if path is None:

@@ -105,10 +105,14 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
     # λ = 0 leaves the critic unconstrained (its loss runs away): useless with a penalty
     _positive(hp, "lambda_gp", allow_zero=hp["lipschitz"] == "clip")
     _positive(hp, "clip_value")
-    _choice(hp, "critic_features", ("none", "energy", "energy_layers"))
+    _choice(hp, "critic_features", ("none", "energy", "energy_layers", "shapes", "shapes_sparsity"))
     _positive(hp, "feature_weight")
     _choice(hp, "output_init", ("default", "mean_shower"))
     _positive(hp, "output_init_scale")
+    _choice(hp, "output", ("voxels", "hierarchical"))
+    _positive(hp, "readout_threshold", allow_zero=True)
+    _choice(hp, "critic_voxels", ("model", "log"))
+    _positive(hp, "critic_log_scale")
 
 
 def check_vae(hp: dict[str, Any]) -> None:
@@ -125,7 +129,7 @@ def check_vae(hp: dict[str, Any]) -> None:
     _int_at_least(hp, "n_importance_samples", 1)
     if not _is_real(hp["zero_threshold"]):
         raise HyperparameterError("zero_threshold", f"must be a finite number, got {hp['zero_threshold']!r}")
-    _choice(hp, "decode", ("mean", "median", "sample"))
+    _choice(hp, "decode", ("mean", "median", "sample", "sample_zeros"))
     if not isinstance(hp["energy_head"], bool):
         raise HyperparameterError("energy_head", f"must be true or false, got {hp['energy_head']!r}")
 

@@ -29,7 +29,14 @@ from fastsim.models.base import (
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures
-from fastsim.models.components.vae import DECODERS, Decoder, Encoder, EnergyHead, decode_sample
+from fastsim.models.components.vae import (
+    DECODERS,
+    Decoder,
+    Encoder,
+    EnergyHead,
+    decode_sample,
+    decode_sample_zeros,
+)
 from fastsim.models.hparams import check_vae
 from fastsim.models.losses import (
     gaussian_log_prob,
@@ -43,7 +50,7 @@ class _GenerationDecoder(nn.Module):
     """``(noise, cond) -> model-space voxels``: what generation runs (and ONNX exports).
 
     Noise layout: ``[z (latent_dim), ε_u (1, with the energy head), ε_empty (V), ε_value (V)
-    (decode="sample")]``, all standard normal. Without the energy head the decoded voxels are the
+    (decode="sample"; ε_empty only with "sample_zeros")]``, all standard normal. Without the energy head the decoded voxels are the
     shower; with it they are its shape, normalised to 1 and scaled by ``E_tot/E_inc = m(c) +
     s(c)·u``, ``u ~ N(μ_u, σ_u²)`` from the head.
     """
@@ -69,6 +76,8 @@ class _GenerationDecoder(nn.Module):
             eps_u, i = noise[:, i : i + 1], i + 1
         if self.mode == "sample":
             x = decode_sample(*params, noise[:, i : i + v], noise[:, i + v : i + 2 * v])
+        elif self.mode == "sample_zeros":
+            x = decode_sample_zeros(*params, noise[:, i : i + v])
         else:
             x = DECODERS[self.mode](*params)
         if self.head is None or self.features is None:
@@ -96,7 +105,8 @@ class ShowerVAE(ShowerGeneratorModule):
         zero_threshold: model-space values ``<=`` this count as empty voxels.
         decode: how generation turns p(x|z,c) into a shower: "mean" (unbiased energy), "median"
             (empty voxels stay empty; see :mod:`fastsim.models.components.vae`) or "sample" (a
-            draw, with per-voxel fluctuations; noise_dim = latent_dim + 2·V).
+            draw, with per-voxel fluctuations; noise_dim = latent_dim + 2·V) or "sample_zeros" (the
+            zero mask drawn, filled voxels at their mean: sparse showers; noise_dim = latent_dim + V).
         energy_head: model the shower as (u, shape): ``u`` its E_tot/E_inc standardised per
             incident energy (:class:`EnergyFeatures`, fitted from the training data at setup) with
             a Gaussian ``p(u|z,c)``, and the shape ``x / Σx`` with the zero-inflated log-normal.
@@ -123,7 +133,7 @@ class ShowerVAE(ShowerGeneratorModule):
         kl_warmup_steps: int = 0,
         n_importance_samples: int = 32,
         zero_threshold: float = 0.0,
-        decode: Literal["mean", "median", "sample"] = "mean",
+        decode: Literal["mean", "median", "sample", "sample_zeros"] = "mean",
         energy_head: bool = False,
         energy_hidden: tuple[int, ...] = (64, 64),
         seed: int = 0,
@@ -134,8 +144,10 @@ class ShowerVAE(ShowerGeneratorModule):
         self._init_shared(geometry, transform, condition, n_conditions, latent_dim)
         if beta < 0 or kl_warmup_steps < 0 or n_importance_samples < 1:
             raise FastsimError("need beta >= 0, kl_warmup_steps >= 0 and n_importance_samples >= 1")
-        if decode not in (*DECODERS, "sample"):
-            raise FastsimError(f"decode must be one of {sorted([*DECODERS, 'sample'])}, got {decode!r}")
+        if decode not in (*DECODERS, "sample", "sample_zeros"):
+            raise FastsimError(
+                f"decode must be one of {sorted([*DECODERS, 'sample', 'sample_zeros'])}, got {decode!r}"
+            )
         stages = transform_classes(self.hparams["transform"])
         if not set(stages) <= NON_NEGATIVE_TRANSFORMS:
             raise FastsimError(
@@ -160,6 +172,8 @@ class ShowerVAE(ShowerGeneratorModule):
         extra = 1 if self.energy_head is not None else 0
         if self.hparams["decode"] == "sample":
             extra += 2 * self.n_voxels
+        elif self.hparams["decode"] == "sample_zeros":
+            extra += self.n_voxels
         return self.latent_dim + extra
 
     def decoder_network(self) -> nn.Module:
@@ -225,6 +239,16 @@ class ShowerVAE(ShowerGeneratorModule):
         """Per-event ELBO and importance-sampled log-likelihood (both (n,), nats) from one set of k samples."""
         lw = self.log_weights(x, cond, k, rng)
         return lw.mean(dim=0), torch.logsumexp(lw, dim=0) - math.log(k)
+
+    def log_likelihood_prior_mc(
+        self, x: Tensor, cond: Tensor, k: int, rng: torch.Generator | None = None
+    ) -> Tensor:
+        """Plain Monte Carlo estimate of log p(x|c) from the prior: ``logsumexp_k log p(x|z_k) − log k``,
+        z_k ~ N(0, 1). Unbiased for p(x), not for log p(x), and with a variance that grows
+        exponentially with how far q(z|x) is from p(z): in high dimension it needs astronomically many
+        samples (compare :meth:`elbo_and_is`). Shapes: x (n, V), cond (n, C) -> (n,) nats."""
+        z = torch.randn((k, x.shape[0], self.latent_dim), device=x.device, dtype=x.dtype, generator=rng)
+        return torch.logsumexp(self.log_likelihood(x, z, cond), dim=0) - math.log(k)
 
     def kl_weight(self) -> float:
         """β_t: ``beta`` scaled by the linear warm-up."""

@@ -19,14 +19,16 @@ from fastsim.models.base import (
     ShowerGeneratorModule,
     transform_classes,
 )
-from fastsim.models.components.features import EnergyFeatures
-from fastsim.models.components.wgan import Critic, Generator
+from fastsim.models.components.features import EnergyFeatures, ShowerFeatures
+from fastsim.models.components.wgan import Critic, Generator, HierarchicalGenerator
 from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
 
 Lipschitz = Literal["gp", "gp_one_sided", "clip"]
-CriticFeatures = Literal["none", "energy", "energy_layers"]
+CriticFeatures = Literal["none", "energy", "energy_layers", "shapes", "shapes_sparsity"]
 OutputInit = Literal["default", "mean_shower"]
+Output = Literal["voxels", "hierarchical"]
+CriticVoxels = Literal["model", "log"]
 
 
 class WGANGP(ShowerGeneratorModule):
@@ -51,7 +53,9 @@ class WGANGP(ShowerGeneratorModule):
         clip_value: c for weight clipping into [−c, c].
         critic_features: extra critic inputs computed from each shower (:class:`EnergyFeatures`):
             "none" (FastCaloGAN: voxels only), "energy" (E_tot/E_inc standardised per incident
-            energy) or "energy_layers" (and each layer's energy). The critic then acts on the
+            energy), "energy_layers" (and each layer's energy), "shapes" (and each layer's centres
+            and widths in x and y as linear moments, :class:`ShowerFeatures`) or "shapes_sparsity" (and a
+            differentiable sparsity per layer, ε = 1e-6 of E_inc). The critic then acts on the
             augmented event ``[x, w·u(x)]`` and the gradient penalty is taken in that space
             (interpolating the augmented real and generated events), so the Wasserstein metric
             weighs energy-response and resolution mismatches at O(1) whatever the energy.
@@ -63,6 +67,17 @@ class WGANGP(ShowerGeneratorModule):
             pulling it down kills most outputs for good (a ReLU unit negative for every input gets
             no gradient): 3–20 % of the voxels stay non-zero where Geant4 fills ~60 %.
         output_init_scale: factor on the last layer's initial weights with "mean_shower".
+        output: "voxels" (FastCaloGAN: one output per voxel through ``output_activation``) or
+            "hierarchical" (:class:`HierarchicalGenerator`, CaloShowerGAN: E_tot/E_inc standardised
+            per energy, softmax layer fractions, softmax voxel fractions per layer; positive and
+            energy-consistent by construction; needs the DivideByIncident transform; its E_tot/E_inc
+            statistics are fitted at ``setup("fit")`` and saved in the checkpoint).
+        readout_threshold: with "hierarchical", voxels below this energy (MeV) are set to 0, as a
+            detector's readout does (straight-through gradient in training); 0: no threshold.
+        critic_voxels: what the critic sees of the voxels: "model" (model space, e.g. fractions of
+            E_inc, where a tail voxel or an empty one is ~1e-5 and weighs nothing in the metric) or
+            "log" (``log1p(E_v / critic_log_scale)``, E_v in MeV: zeros, tails and cores all O(1)).
+        critic_log_scale: the MeV scale of "log".
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -93,6 +108,10 @@ class WGANGP(ShowerGeneratorModule):
         feature_weight: float = 1.0,
         output_init: OutputInit = "default",
         output_init_scale: float = 0.01,
+        output: Output = "voxels",
+        readout_threshold: float = 0.0,
+        critic_voxels: CriticVoxels = "model",
+        critic_log_scale: float = 1.0,
         seed: int = 0,
     ) -> None:
         check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -103,17 +122,32 @@ class WGANGP(ShowerGeneratorModule):
             raise FastsimError(f"lipschitz must be 'gp', 'gp_one_sided' or 'clip', got {lipschitz!r}")
         if n_critic < 1:
             raise FastsimError(f"n_critic must be >= 1, got {n_critic}")
-        if critic_features not in ("none", "energy", "energy_layers"):
+        if critic_features not in ("none", "energy", "energy_layers", "shapes", "shapes_sparsity"):
             raise FastsimError(
-                f"critic_features must be 'none', 'energy' or 'energy_layers', got {critic_features!r}"
+                "critic_features must be 'none', 'energy', 'energy_layers', 'shapes' or 'shapes_sparsity', "
+                f"got {critic_features!r}"
             )
         if not feature_weight > 0:
             raise FastsimError(f"feature_weight must be > 0, got {feature_weight}")
         if output_init not in ("default", "mean_shower"):
             raise FastsimError(f"output_init must be 'default' or 'mean_shower', got {output_init!r}")
+        if output not in ("voxels", "hierarchical"):
+            raise FastsimError(f"output must be 'voxels' or 'hierarchical', got {output!r}")
+        if critic_voxels not in ("model", "log"):
+            raise FastsimError(f"critic_voxels must be 'model' or 'log', got {critic_voxels!r}")
+        if not critic_log_scale > 0:
+            raise FastsimError(f"critic_log_scale must be > 0 MeV, got {critic_log_scale}")
+        if not readout_threshold >= 0:
+            raise FastsimError(f"readout_threshold must be >= 0 MeV, got {readout_threshold}")
         stages = transform_classes(self.hparams["transform"])
+        if output == "hierarchical" and stages != ["DivideByIncident"]:
+            raise FastsimError(
+                f"output: hierarchical emits fractions of the incident energy and needs the 'divide' "
+                f"transform (DivideByIncident), got {stages}"
+            )
         if (
-            output_activation.lower() in ("relu", "softplus", "sigmoid")
+            output == "voxels"
+            and output_activation.lower() in ("relu", "softplus", "sigmoid")
             and not set(stages) <= NON_NEGATIVE_TRANSFORMS
         ):
             # e.g. a log or standardised target is mostly negative: a ReLU output could never reach it
@@ -124,16 +158,33 @@ class WGANGP(ShowerGeneratorModule):
         v = self.n_voxels
         self.hparams["critic_hidden"] = tuple(critic_hidden) if critic_hidden is not None else (v, v, v)
         self.hparams["generator_hidden"] = tuple(generator_hidden)
-        self.generator = Generator(
-            latent_dim,
-            n_conditions,
-            v,
-            self.hparams["generator_hidden"],
-            generator_activation,
-            output_activation,
-        )
-        if critic_features != "none":
-            slices = [(sl.start, sl.stop) for sl in self.geometry.layer_slices]
+        slices = [(sl.start, sl.stop) for sl in self.geometry.layer_slices]
+        if output == "hierarchical":
+            from fastsim.data.transforms import build_transform
+
+            self.generator: Generator | HierarchicalGenerator = HierarchicalGenerator(
+                latent_dim,
+                n_conditions,
+                slices,
+                EnergyFeatures(),
+                build_transform(self.hparams["condition"]),
+                self.hparams["generator_hidden"],
+                generator_activation,
+                readout_threshold,
+            )
+        else:
+            self.generator = Generator(
+                latent_dim,
+                n_conditions,
+                v,
+                self.hparams["generator_hidden"],
+                generator_activation,
+                output_activation,
+            )
+        if critic_features in ("shapes", "shapes_sparsity"):
+            eps = 1e-6 if critic_features == "shapes_sparsity" else 0.0
+            self.features = ShowerFeatures(slices, *self.geometry.voxel_xy_center, sparsity_eps=eps)
+        elif critic_features != "none":
             self.features = EnergyFeatures(slices if critic_features == "energy_layers" else ())
         n_feat = 0 if self.features is None else self.features.n_features
         self.critic = Critic(v + n_feat, n_conditions, self.hparams["critic_hidden"], critic_activation)
@@ -160,21 +211,34 @@ class WGANGP(ShowerGeneratorModule):
         total = torch.zeros(self.n_voxels, dtype=torch.float64)
         for start in range(0, len(tensors), rows):
             total += torch.from_numpy(tensors.read(start, start + rows)["x"]).double().sum(dim=0)
+        if isinstance(self.generator, HierarchicalGenerator):
+            self.generator.init_from_mean(total / max(1, len(tensors)), self.hparams.output_init_scale)
+            self._output_initialised = True
+            return
         last = self.generator.last_linear()
         last.bias.copy_((total / max(1, len(tensors))).to(last.bias))
         last.weight.mul_(self.hparams.output_init_scale)
         self._output_initialised = True
 
-    def decoder_network(self) -> Generator:
+    def feature_modules(self) -> list[torch.nn.Module]:
+        extra = [self.generator.total] if isinstance(self.generator, HierarchicalGenerator) else []
+        return super().feature_modules() + extra
+
+    def decoder_network(self) -> Generator | HierarchicalGenerator:
         return self.generator
 
     # ------------------------------------------------------------------ critic features
     def critic_input(self, x: Tensor, cond: Tensor, e_inc: Tensor) -> Tensor:
-        """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features."""
+        """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features
+        (``x`` as ``log1p(E/scale)`` with ``critic_voxels: log``)."""
+        voxels = x
+        if self.hparams.get("critic_voxels", "model") == "log":
+            mev = self._fractions(x, e_inc) * e_inc.reshape(-1, 1).to(x)
+            voxels = torch.log1p(torch.clamp(mev, min=0.0) / self.hparams.critic_log_scale)
         if self.features is None:
-            return x
+            return voxels
         u = self.features(self._fractions(x, e_inc), cond[:, 0])
-        return torch.cat([x, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
+        return torch.cat([voxels, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
 
     # ------------------------------------------------------------------ training
     def critic_step(

@@ -137,3 +137,61 @@ class EnergyFeatures(_Fitted):
 
     def config(self) -> dict[str, Any]:
         return {"layer_slices": self.layer_slices, "min_std": self.min_std}
+
+
+class ShowerFeatures(EnergyFeatures):
+    """:class:`EnergyFeatures` plus the shape information a high-level classifier sees, per layer.
+
+    Observables, standardised per incident energy like the energies: E_tot/E_inc, each layer's
+    E_layer/E_inc, then per layer the energy-weighted first and second moments of the voxel
+    centres in x (η-like) and y (φ-like), ``Σ_v x_v·X_v`` and ``Σ_v x_v·X_v²`` (fractions × mm,
+    × mm²), and, with ``sparsity_eps > 0``, a differentiable sparsity ``mean_v x_v / (x_v + ε)``
+    (→ the fraction of hit voxels for ``x_v >> ε``; ε in fractions of the incident energy).
+
+    With the layer energy the moments give the classifier's centres ``m1/E_layer`` and widths
+    ``sqrt(m2/E_layer − centre²)``; they are given as moments because those are linear in the
+    voxels: the centre of a nearly empty layer has a slope ~1/E_layer, which (measured,
+    docs/results.md) dominates the generator's gradient and collapses its E_tot/E_inc spread.
+    The soft sparsity has slope 1/ε at an empty voxel and the same problem, hence off by default.
+
+    Args:
+        layer_slices: voxel ranges ``(start, stop)`` of the layers.
+        voxel_x, voxel_y: voxel centres (V,) in mm (``Geometry.voxel_xy_center``).
+        sparsity_eps: ε of the soft hit count; 0: no sparsity features.
+        min_std: floor of the fitted standard deviations (e.g. y of a layer without α binning).
+
+    Features: ``F = 1 + 5·L``, or ``1 + 6·L`` with the sparsity, ordered total, layer energies,
+    m1_x, m1_y, m2_x, m2_y, sparsity (each block over the layers).
+    """
+
+    def __init__(
+        self,
+        layer_slices: Sequence[Sequence[int]],
+        voxel_x: Any,
+        voxel_y: Any,
+        sparsity_eps: float = 0.0,
+        min_std: float = 1e-6,
+    ) -> None:
+        super().__init__(layer_slices, min_std)
+        self.n_features = (6 if sparsity_eps > 0 else 5) * len(self.layer_slices) + 1
+        self.sparsity_eps = float(sparsity_eps)
+        self.register_buffer("voxel_x", torch.as_tensor(np.asarray(voxel_x), dtype=torch.float32))
+        self.register_buffer("voxel_y", torch.as_tensor(np.asarray(voxel_y), dtype=torch.float32))
+        self.mean = torch.zeros(1, self.n_features)
+        self.std = torch.ones(1, self.n_features)
+
+    def observables(self, fractions: Tensor) -> Tensor:
+        """Raw observables: (n, V) fractions -> (n, F) (order in the class docstring)."""
+        x, y = self.voxel_x.to(fractions.dtype), self.voxel_y.to(fractions.dtype)
+        energies = [fractions.sum(dim=1)] + [fractions[:, a:b].sum(dim=1) for a, b in self.layer_slices]
+        cols = [torch.stack(energies, dim=1)]
+        for coord in (x, y, x**2, y**2):
+            weighted = fractions * coord
+            cols.append(torch.stack([weighted[:, a:b].sum(dim=1) for a, b in self.layer_slices], dim=1))
+        if self.sparsity_eps > 0:
+            hit = fractions / (fractions + self.sparsity_eps)
+            cols.append(torch.stack([hit[:, a:b].mean(dim=1) for a, b in self.layer_slices], dim=1))
+        return torch.cat(cols, dim=1)
+
+    def config(self) -> dict[str, Any]:
+        return {"layer_slices": self.layer_slices, "sparsity_eps": self.sparsity_eps, "min_std": self.min_std}

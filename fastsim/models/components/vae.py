@@ -116,5 +116,19 @@ def decode_sample(
     return torch.where(u < p_empty, torch.zeros_like(value), value)
 
 
+def decode_sample_zeros(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor, eps_zero: Tensor) -> Tensor:
+    """The zero mask drawn from p(x | z, c), the values of the filled voxels at their mean: a voxel is
+    empty when ``Φ(eps_zero) < π``, else ``exp(μ + σ²/2)`` (capped at 1).
+
+    Sparse like a Geant4 shower (each voxel empty with its own probability π) without the
+    log-normal's per-voxel spread, which doubles the resolution when drawn (docs/results.md).
+    Shapes: all (n, V) -> (n, V), >= 0.
+    """
+    p_empty = torch.sigmoid(zero_logit)
+    u = 0.5 * (1.0 + torch.erf(eps_zero * (1.0 / math.sqrt(2.0))))
+    value = torch.exp(mu + 0.5 * torch.exp(2.0 * log_sigma)).clamp(max=1.0)
+    return torch.where(u < p_empty, torch.zeros_like(value), value)
+
+
 #: ShowerVAE's deterministic ``decode`` options ("sample" draws from the likelihood, see decode_sample)
 DECODERS = {"mean": decode_mean, "median": decode_median}

@@ -69,3 +69,104 @@ class Critic(nn.Module):
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         return self.net(torch.cat([x, cond], dim=1)).squeeze(1)
+
+
+class HierarchicalGenerator(nn.Module):
+    """``G(z, c)`` with hierarchical outputs (CaloShowerGAN, arXiv:2309.06515): energy-consistent showers.
+
+    The network emits, per event, ``1 + L + V`` numbers: ``u``, the total energy standardised per
+    incident energy; ``L`` layer logits; ``V`` voxel logits. The output (fractions of the incident
+    energy, the model space of the ``DivideByIncident`` transform) is
+
+        x_v = r · f_layer(v) · f_v,   r = E_tot/E_inc = m(c) + s(c)·u_max·tanh(u/u_max)
+
+    with ``f_layer = softmax`` over the layers and ``f_v = softmax`` over the voxels of each layer, so
+    every shower is non-negative, its layers sum to ``r`` and ``r`` is bounded by ``m + u_max·s``
+    (``m``, ``s``: mean and standard deviation of E_tot/E_inc at the condition, from ``total``).
+
+    A softmax is never zero, Geant4 showers are sparse: with ``threshold > 0`` (MeV) a voxel below
+    it is set to 0, as a detector's readout does. The forward value is exactly the thresholded
+    shower; in training its gradient passes the threshold unchanged (straight-through), so the
+    critic's wish to raise a zeroed voxel still reaches the logits.
+
+    Args:
+        latent_dim: noise dimension.
+        n_conditions: condition columns (column 0 the scaled incident energy).
+        layer_slices: voxel ranges ``(start, stop)`` of the layers, contiguous from 0 to V.
+        total: fitted :class:`~fastsim.models.components.features.EnergyFeatures` without layers
+            (the per-energy mean and width of E_tot/E_inc).
+        condition: the condition transform (config rebuilt here), to turn ``c`` back into MeV for
+            the threshold.
+        hidden: hidden widths.
+        act: hidden activation.
+        threshold: readout threshold in MeV (0: none).
+        u_max: bound of ``|u|`` (in standard deviations of E_tot/E_inc).
+
+    Shapes: z (n, latent_dim), cond (n, n_conditions) -> (n, V).
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        n_conditions: int,
+        layer_slices: Sequence[Sequence[int]],
+        total: nn.Module,
+        condition: nn.Module,
+        hidden: Sequence[int] = (50, 100, 200),
+        act: str = "swish",
+        threshold: float = 0.0,
+        u_max: float = 6.0,
+    ) -> None:
+        super().__init__()
+        self.layer_slices = [(int(a), int(b)) for a, b in layer_slices]
+        self.n_layers = len(self.layer_slices)
+        self.n_voxels = self.layer_slices[-1][1]
+        self.net = MLP(latent_dim + n_conditions, hidden, 1 + self.n_layers + self.n_voxels, act=act)
+        self.total = total
+        self.condition = condition
+        self.threshold = float(threshold)
+        self.u_max = float(u_max)
+        sizes = [b - a for a, b in self.layer_slices]
+        self.register_buffer(
+            "layer_of_voxel", torch.repeat_interleave(torch.arange(self.n_layers), torch.tensor(sizes))
+        )
+
+    def parts(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``r`` (n,) = E_tot/E_inc, layer fractions (n, L), voxel fractions within each layer (n, V)."""
+        h = self.net(torch.cat([z, cond], dim=1))
+        u = self.u_max * torch.tanh(h[:, :1] / self.u_max)
+        r = torch.clamp(self.total.destandardise(u, cond[:, 0])[:, 0], min=0.0)
+        f_layer = torch.softmax(h[:, 1 : 1 + self.n_layers], dim=1)
+        logits = h[:, 1 + self.n_layers :]
+        f_vox = torch.cat([torch.softmax(logits[:, a:b], dim=1) for a, b in self.layer_slices], dim=1)
+        return r, f_layer, f_vox
+
+    def forward(self, z: Tensor, cond: Tensor) -> Tensor:
+        r, f_layer, f_vox = self.parts(z, cond)
+        x = r.unsqueeze(1) * f_layer[:, self.layer_of_voxel] * f_vox
+        if self.threshold > 0:
+            e_inc = self.condition.inverse(cond[:, 0]).reshape(-1, 1).to(x)
+            kept = x * (x * e_inc >= self.threshold).to(x)
+            x = kept + (x - x.detach()) if self.training else kept
+        return x
+
+    @torch.no_grad()
+    def init_from_mean(self, mean_fractions: Tensor, scale: float, eps: float = 1e-6) -> None:
+        """Start at the mean shower: last-layer bias = (0, log layer fractions, log voxel fractions),
+        weights × ``scale``. ``mean_fractions`` (V,): the mean training shower over E_inc."""
+        last = [m for m in self.net if isinstance(m, nn.Linear)][-1]
+        m = mean_fractions.double().clamp(min=0)
+        e_layer = torch.stack([m[a:b].sum() for a, b in self.layer_slices])
+        f_layer = (e_layer + eps * e_layer.sum()) / (e_layer + eps * e_layer.sum()).sum()
+        f_vox = []
+        for a, b in self.layer_slices:  # a never-hit voxel starts at eps of its layer's mean voxel
+            p = m[a:b] + eps * m[a:b].sum() / (b - a) + 1e-30
+            f_vox.append(p / p.sum())
+        f_vox = torch.cat(f_vox)
+        bias = torch.cat([torch.zeros(1, dtype=torch.float64), f_layer.log(), f_vox.log()])
+        last.bias.copy_(bias.to(last.bias))
+        last.weight.mul_(scale)
+
+    def last_linear(self) -> nn.Linear:
+        """The output layer."""
+        return [m for m in self.net if isinstance(m, nn.Linear)][-1]
