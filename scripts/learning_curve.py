@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heldout", required=True, help="held-out Geant4 showers (CaloChallenge HDF5)")
     p.add_argument("--protocol", default="quick", choices=["quick", "calochallenge"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set-hparam", action="append", default=[], metavar="KEY=VALUE",
+                   help="generate from a copy of each checkpoint with this hyper-parameter changed, e.g. "
+                   "decode=sample_zeros (a generation-time choice of the VAE); repeatable")
     args = p.parse_args(argv)
+    overrides = dict(kv.split("=", 1) for kv in args.set_hparam)
     ckpts = sorted(glob.glob(os.path.join(args.run, "**", "periodic-*.ckpt"), recursive=True))
     if not ckpts:
         print(f"learning_curve: error: {args.run}: no periodic-*.ckpt checkpoints (train with "
@@ -67,8 +71,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         for c in ckpts:
             gen, rep = os.path.join(d, "gen.h5"), os.path.join(d, "report")
+            source = c
+            if overrides:
+                import torch
+
+                ckpt = torch.load(c, map_location="cpu", weights_only=False)
+                ckpt["hyper_parameters"].update(overrides)
+                source = os.path.join(d, "patched.ckpt")
+                torch.save(ckpt, source)
             fastsim = [sys.executable, "-m", "fastsim.cli"]
-            subprocess.run([*fastsim, "generate", "--checkpoint", c, "--like", args.heldout, "-o", gen,
+            subprocess.run([*fastsim, "generate", "--checkpoint", source, "--like", args.heldout, "-o", gen,
                             "--seed", str(args.seed), "--overwrite"], check=True, capture_output=True)
             subprocess.run([*fastsim, "benchmark", "--generated", gen, "--reference", args.heldout, "--out", rep,
                             "--protocol", args.protocol, "--no-plots", "--overwrite", "--seed", str(args.seed)],
@@ -92,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{sep:.3f} | {r['checks']} |" if sep is not None else f"| {r['train_seconds'] / 60:.1f} | "
               f"{r['checkpoint']} | {aucs} | – | {r['checks']} |")
     with open(os.path.join(args.run, "learning_curve.json"), "w") as f:
-        json.dump({"protocol": args.protocol, "heldout": args.heldout, "points": rows}, f, indent=1)
+        json.dump({"protocol": args.protocol, "heldout": args.heldout, "hparam_overrides": overrides,
+                   "points": rows}, f, indent=1)
     import matplotlib
 
     matplotlib.use("Agg")
