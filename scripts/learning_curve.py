@@ -45,7 +45,7 @@ def point(metrics: dict[str, Any]) -> dict[str, Any]:
         if isinstance(res, dict) and res.get("auc") is not None:
             out[f"auc_{kind}"] = float(res["auc"])
     s = metrics.get("summary", {})
-    out["mean_separation_power"] = s.get("mean_separation_power")
+    out["mean_separation_power"] = s.get("mean_separation_power_e_ratio")
     out["checks"] = f"{s.get('n_checks', 0) - s.get('n_failed', 0)}/{s.get('n_checks', 0)}"
     return out
 
