@@ -164,7 +164,7 @@ def train_model(model: str, tensors: Path, out: Path, minutes: float, seed: int,
 
 def run_model(
     model: str, mdir: Path, *, tensors: Path, held_h5: Path, n_held: int, minutes: float, seed: int,
-    fit_args: list[str], classifier_epochs: int | None, step: int = 3,
+    fit_args: list[str], classifier_epochs: int | None, bench_args: tuple[str, ...] = (), step: int = 3,
 ) -> Path:
     """Train ``model``, generate like the held-out file and benchmark; return the report folder."""
     t0 = _step(f"{step}. train {model} for {minutes:g} min (configs/model/{model}.yaml)")
@@ -184,7 +184,7 @@ def run_model(
              "--seed", str(seed), "--overwrite"]  # the demo is repeatable into the same --out
     if classifier_epochs is not None:
         bench += ["--classifier-epochs", str(classifier_epochs)]
-    _run(bench)
+    _run([*bench, *bench_args])
     _done(t0)
     return report
 
@@ -338,6 +338,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
     parser.add_argument("--fit-arg", action="append", default=[],
                         help="extra argument for fastsim fit (repeatable), e.g. --fit-arg=--trainer.max_steps=60")
+    parser.add_argument("--bench-arg", action="append", default=[],
+                        help="extra argument for fastsim benchmark (repeatable), e.g. --bench-arg=--protocol=quick "
+                             "(minutes instead of ~12 CPU-minutes per model for the official classifiers)")
     args = parser.parse_args(argv[1:])
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -368,7 +371,8 @@ def main(argv: list[str]) -> int:
     jobs = max(1, min(jobs, len(models)))
     minutes = args.minutes if args.minutes is not None else (10.0 if jobs > 1 else 5.0)
     common = dict(tensors=tensors, held_h5=held_h5, n_held=n_held, minutes=minutes, seed=args.seed,
-                  fit_args=list(args.fit_arg), classifier_epochs=args.classifier_epochs)
+                  fit_args=list(args.fit_arg), classifier_epochs=args.classifier_epochs,
+                  bench_args=tuple(args.bench_arg))
     if jobs == 1:
         reports = {m: run_model(m, out / m, step=3 + 3 * i, **common) for i, m in enumerate(models)}
     else:

@@ -55,7 +55,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     status = cli_main([
         "demo", "--reference", str(tmp_path / "ref.h5"), "--out", str(out), "--minutes", "0.5",
         "--classifier-epochs", "2", "--fit-arg=--trainer.max_steps=60", "--fit-arg=--trainer.max_epochs=3",
-        "--jobs", "2",
+        "--jobs", "2", "--bench-arg=--protocol=quick", "--bench-arg=--threshold=0.5",
     ])
     assert status == 0
     text = capsys.readouterr().out
@@ -71,6 +71,7 @@ def test_demo_end_to_end(tmp_path, capsys):
         metrics = json.loads((out / model / "report" / "metrics.json").read_text())
         labels = [row["label"] for row in metrics["response"]["per_energy"]]
         assert len(labels) == 2
+        assert metrics["protocol"] == "quick" and metrics["threshold"]["mev"] == 0.5  # --bench-arg reached it
         assert (out / model / "report" / "report.md").exists()
         with open_calochallenge(out / model / "generated.h5") as f:
             assert f.n_showers == 72 and f.n_voxels == 368
