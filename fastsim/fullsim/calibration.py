@@ -41,6 +41,12 @@ SCALE_EM = "em"
 #: Voxel energies as deposited in the active material (the raw Geant4 deposits).
 SCALE_ACTIVE = "active"
 SCALES = (SCALE_EM, SCALE_ACTIVE)
+#: The ``units`` attribute of a file on each scale.
+UNITS = {
+    SCALE_EM: "MeV (incident kinetic energy; voxel energies on the EM scale: each layer's active-material "
+    "deposit divided by the layer's sampling fraction)",
+    SCALE_ACTIVE: "MeV (incident kinetic energy and energy deposited in the active material)",
+}
 
 
 @dataclass(frozen=True)

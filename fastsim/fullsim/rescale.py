@@ -25,6 +25,8 @@ from fastsim.errors import FastsimError, InputFileError
 from fastsim.fullsim.calibration import (
     SCALE_ACTIVE,
     SCALE_EM,
+    SCALES,
+    UNITS,
     file_scale,
     scale_attributes,
     stored_calibration,
@@ -101,7 +103,7 @@ def convert_energy_scale(
     from fastsim.data.hdf5 import ShowerWriter, open_calochallenge
 
     path = os.fspath(input_path)
-    if to not in (SCALE_EM, SCALE_ACTIVE):
+    if to not in SCALES:
         raise FastsimError(f"--to must be em or active, got {to!r}")
     with open_calochallenge(path) as cf:
         attrs = dict(cf.attrs)
@@ -117,9 +119,7 @@ def convert_energy_scale(
         new.update(scale_attributes(to, f, source))
         new["converted_from"] = f"{os.path.abspath(path)} ({scale} scale)"
         if "units" in new:
-            from fastsim.fullsim.runner import _UNITS
-
-            new["units"] = _UNITS[to]
+            new["units"] = UNITS[to]
         new = {k: (json.dumps(v) if isinstance(v, (dict, list)) else v) for k, v in new.items()}
         sums: dict[float, list[float]] = {}
         with ShowerWriter(output, cf.n_voxels, attrs=new, overwrite=overwrite) as w:

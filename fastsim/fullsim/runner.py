@@ -30,9 +30,9 @@ import numpy as np
 
 from fastsim.errors import FastsimError
 from fastsim.fullsim.calibration import (
-    SCALE_ACTIVE,
     SCALE_EM,
     SCALES,
+    UNITS,
     layer_totals,
     sampling_fractions,
     scale_attributes,
@@ -371,7 +371,7 @@ def simulate(
                     "cpu_count": os.cpu_count() or 1,
                     "n_showers": n,
                     "energy_spec": energy_spec,
-                    "units": _UNITS[energy_scale],
+                    "units": UNITS[energy_scale],
                     **scale_attributes(energy_scale, fractions, source),
                     "sampling_fractions_this_run": json.dumps([_finite(x) for x in f_run]),
                     "sampling_fractions_this_run_unc": json.dumps([_finite(x) for x in f_run_unc]),
@@ -397,13 +397,6 @@ def simulate(
     finally:
         shutil.rmtree(shard_dir, ignore_errors=True)
     return SimulationSummary(output, os.fspath(root_output) if root_output else None, e_inc, balance, seconds, attrs, e_tot)
-
-
-_UNITS = {
-    SCALE_EM: "MeV (incident kinetic energy; voxel energies on the EM scale: each layer's active-material "
-    "deposit divided by the layer's sampling fraction)",
-    SCALE_ACTIVE: "MeV (incident kinetic energy and energy deposited in the active material)",
-}
 
 
 def _finite(x: float) -> float | None:
