@@ -334,6 +334,9 @@ def main(argv: list[str]) -> int:
                         help="interpolation study: keep this incident energy (MeV) out of training, "
                              "benchmark the model there (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-threshold", type=float, default=0.0, metavar="MEV",
+                        help="readout threshold applied to the training showers (fastsim prep-train --threshold; "
+                             "default 0: none)")
     parser.add_argument("--reference", default=None, help="CaloChallenge file to use instead of the embedded set")
     parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
     parser.add_argument("--fit-arg", action="append", default=[],
@@ -364,7 +367,7 @@ def main(argv: list[str]) -> int:
     t0 = _step("2. data prep: training tensors")
     tensors = out / "train_tensors.h5"
     _run(["prep-train", str(train_h5), "-o", str(tensors), "--geometry", "1-photons",
-          "--seed", str(args.seed), "--overwrite"])
+          "--seed", str(args.seed), "--threshold", repr(args.train_threshold), "--overwrite"])
     _done(t0)
 
     jobs = args.jobs if args.jobs is not None else min(len(models), os.cpu_count() or 1)

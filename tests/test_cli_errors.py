@@ -151,6 +151,10 @@ def cases(fx, tmp) -> dict[str, Case]:
                                             ["9-kaons"], out),
         "prep-train bad transform": Case(["prep-train", fx.showers, "-o", out, "--geometry", GEO_XML,
                                           "--transform", "sqrt"], ["sqrt"], out),
+        "prep-train negative threshold": Case(["prep-train", fx.showers, "-o", out, "--geometry", GEO_XML,
+                                               "--threshold", "-1"], ["threshold", ">= 0 MeV", "-1"], out),
+        "prep-train NaN threshold": Case(["prep-train", fx.showers, "-o", out, "--geometry", GEO_XML,
+                                          "--threshold", "nan"], ["threshold", "nan"], out),
         "prep-train output dir missing": Case(["prep-train", fx.showers, "-o", missing_dir, "--geometry", GEO_XML],
                                               ["no_such_dir", "does not exist"], missing_dir),
         "prep-train output parent is a file": Case(

@@ -292,3 +292,40 @@ def test_chi2_ndf_clip_counts_outliers_against_a_too_wide_sample():
     assert chi2_all / ndf_all > 10 * chi2_in / ndf_in
     same, ndf_same = chi2_ndf(rng.normal(1.0, 0.01, 5000), ref, edges, clip=True)
     assert same / ndf_same < 2.0
+
+
+# --------------------------------------------------------------------------- model selection by high-level features
+
+
+def _toy_showers(geo, n, rng, width=1.0, scale=1.0):
+    """Showers whose radial profile falls with r/width, Poisson-like voxel fluctuations."""
+    r = geo.voxel_r_center
+    e = rng.choice([1024.0, 4096.0], n)
+    base = np.exp(-r / (10.0 * width))
+    s = rng.gamma(2.0, 0.5, (n, geo.n_voxels)) * base
+    s *= (scale * 0.9 * e / s.sum(axis=1))[:, None]
+    return s, e
+
+
+def test_high_level_separation_identical_shifted_and_floor(geo_small, rng):
+    from fastsim.metrics.selection import high_level_separation, high_level_table
+
+    ref, e_ref = _toy_showers(geo_small, 3000, rng)
+    same, e_same = _toy_showers(geo_small, 3000, rng)
+    wide, e_wide = _toy_showers(geo_small, 3000, rng, width=1.5)
+    hot, e_hot = _toy_showers(geo_small, 3000, rng, scale=1.1)
+    v_self, per_self = high_level_separation(ref, e_ref, ref, e_ref, geo_small, threshold=1.0)
+    assert v_self == 0.0 and set(per_self) == set(high_level_table(ref, e_ref, geo_small, 1.0)[1])
+    v_same, _ = high_level_separation(same, e_same, ref, e_ref, geo_small, threshold=1.0)
+    assert 0 < v_same < 20 / 3000  # near the finite-sample floor n_bins / (4 N) ~ 0.0017
+    v_wide, per_wide = high_level_separation(wide, e_wide, ref, e_ref, geo_small, threshold=1.0)
+    v_hot, per_hot = high_level_separation(hot, e_hot, ref, e_ref, geo_small, threshold=1.0)
+    assert v_wide > 10 * v_same and v_hot > 10 * v_same
+    assert max(per_wide, key=per_wide.get).startswith(("width_r", "center_r"))  # the shape is what moved
+    assert per_hot["E_tot/E_inc"] > 0.5  # 10 % more energy: nearly disjoint E_tot/E_inc
+    # the threshold is applied: a generator whose extra voxels all sit below it is not charged
+    noisy = np.where(ref >= 1.0, ref, 0.4)  # every voxel below 1 MeV now holds 0.4 MeV
+    assert high_level_separation(noisy, e_ref, ref, e_ref, geo_small, threshold=1.0)[0] == 0.0
+    assert high_level_separation(noisy, e_ref, ref, e_ref, geo_small, threshold=0.0)[0] > 0.05
+    with pytest.raises(ValueError, match="n_bins"):
+        high_level_separation(ref, e_ref, ref, e_ref, geo_small, n_bins=1)

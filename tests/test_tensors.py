@@ -98,6 +98,30 @@ def test_prepare_and_read_back(tmp_path, inputs):
             np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), d[key])
 
 
+def test_readout_threshold_zeroes_small_voxels(tmp_path, inputs):
+    """--threshold: voxels below it become 0 (one equal to it stays), the rest are untouched."""
+    paths, e_in, s_in = inputs
+    thr = float(np.quantile(s_in[s_in > 0], 0.4))  # an energy that really splits the filled voxels
+    with h5py.File(paths[0], "r+") as f:  # one voxel exactly at the threshold
+        f["showers"][0, 0] = thr
+    s_in[0, 0] = thr
+    out = tmp_path / "train.h5"
+    prepare_training_tensors(paths, out, GEO, seed=3, progress=False, threshold=thr)
+    with TrainingTensors(out) as tt:
+        assert tt.attrs["readout_threshold"] == thr
+        d = tt.read()
+    idx = _row_index(d["e_inc"], e_in)
+    expected = np.where(s_in >= thr, s_in, 0.0)[idx] / e_in[idx, None]
+    np.testing.assert_allclose(d["x"], expected, rtol=1e-6)
+    assert (s_in > 0).sum() > (expected > 0).sum() > 0
+    assert d["x"][np.flatnonzero(idx == 0)[0], 0] > 0  # the voxel at the threshold is kept
+    # default: nothing removed, recorded as 0
+    prepare_training_tensors(paths, tmp_path / "plain.h5", GEO, seed=3, progress=False)
+    with TrainingTensors(tmp_path / "plain.h5") as tt:
+        assert tt.attrs["readout_threshold"] == 0.0
+        assert (tt.read()["x"] > 0).sum() == (s_in > 0).sum()
+
+
 def test_shuffle_is_seeded_and_chunk_size_independent(tmp_path, inputs):
     paths, e_in, _ = inputs
     outs = {}

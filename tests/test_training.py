@@ -281,6 +281,36 @@ def test_chi2_selection_logs_every_energy_and_keeps_best(tensors_file: str, tmp_
     assert os.path.exists(best.best_model_path)
 
 
+def test_high_level_selection_logs_the_separation_of_generated_vs_validation(tensors_file: str, tmp_path) -> None:
+    """``high_level=True``: val/hlf_separation equals high_level_separation of the same samples
+    (same seed, same validation showers, the geometry's readout threshold), and a checkpoint can
+    monitor it."""
+    from fastsim.metrics.selection import high_level_separation
+
+    dm = ShowerDataModule(tensors_file, batch_size=32, seed=0)
+    model = model_for(ShowerVAE, dm)
+    sel = Chi2ModelSelection(high_level=True, threshold=0.5, seed=7)
+    best = ModelCheckpoint(dirpath=str(tmp_path), monitor="val/hlf_separation", mode="min", filename="best")
+    t = trainer(str(tmp_path), max_epochs=2, limit_train_batches=3, callbacks=[sel, best])
+    t.fit(model, datamodule=dm)
+    logged = float(t.callback_metrics["val/hlf_separation"])
+    assert 0.0 < logged < 1.0 and os.path.exists(best.best_model_path)
+    # recompute from the validation split and the same generation noise
+    model.eval()
+    val = np.concatenate([b["x"].numpy() for b in dm.val_dataloader()])
+    e_val = np.concatenate([b["e_inc"].numpy() for b in dm.val_dataloader()])
+    showers = model.to_showers(torch.from_numpy(val), torch.from_numpy(e_val)).numpy()
+    g = torch.Generator().manual_seed(7)
+    gen, e_gen = [], []
+    for _, idx in energy_groups(e_val):
+        e = torch.as_tensor(e_val[idx])
+        gen.append(model.generate(e, generator=g).numpy())
+        e_gen.append(e_val[idx])
+    expected, per = high_level_separation(np.concatenate(gen), np.concatenate(e_gen), showers, e_val, GEO, 0.5)
+    assert logged == pytest.approx(expected, rel=1e-4)
+    assert "E_tot/E_inc" in per and "sparsity 0" in per
+
+
 class _PoisonWeights(Callback):
     """Turns one critic weight into NaN after the given batch (as an overflowing step would)."""
 

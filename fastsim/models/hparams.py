@@ -164,6 +164,8 @@ def check_model_selection(hp: dict[str, Any]) -> None:
     for key in ("oversample", "max_discrete", "n_ranges", "batch_size"):
         _int_at_least(hp, key, 1)
     _seed(hp)
+    if hp.get("threshold") is not None:
+        _positive(hp, "threshold", allow_zero=True)
 
 
 def check_divergence(hp: dict[str, Any]) -> None:

@@ -68,6 +68,14 @@ class Chi2ModelSelection(Callback):
             generator whose E_tot/E_inc is far wider than the reference is judged only on the
             few events inside the window and can look best (seen in the demo: χ²/ndf ≈ 1.3 per
             energy for a resolution 20× too wide).
+        high_level: also log ``val/hlf_separation``, the mean separation power of the official
+            high-level features (layer energies, centres, widths, sparsity, E_tot/E_inc) of the
+            generated vs the validation showers after the readout threshold
+            (:func:`fastsim.metrics.selection.high_level_separation`), all energies together: a
+            checkpoint monitoring it (mode "min") keeps the epoch whose showers look most like
+            Geant4's to the classifier's features, not only in E_tot.
+        threshold: readout threshold in MeV for ``high_level``; None: the CaloChallenge value of
+            the model's geometry (1 MeV for dataset 1, 0 for geometries without one).
     """
 
     def __init__(
@@ -80,9 +88,13 @@ class Chi2ModelSelection(Callback):
         seed: int = 1234,
         batch_size: int = 4096,
         clip_outliers: bool = True,
+        high_level: bool = False,
+        threshold: float | None = None,
     ) -> None:
         check_model_selection({k: v for k, v in locals().items() if k not in ("self", "__class__")})
         self.clip_outliers = clip_outliers
+        self.high_level = high_level
+        self.threshold = threshold
         self.n_bins = n_bins
         self.n_rms = n_rms
         self.oversample = oversample
@@ -92,9 +104,10 @@ class Chi2ModelSelection(Callback):
         self.batch_size = batch_size
         self._ratio: list[torch.Tensor] = []
         self._e_inc: list[torch.Tensor] = []
+        self._showers: list[torch.Tensor] = []
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ratio, self._e_inc = [], []
+        self._ratio, self._e_inc, self._showers = [], [], []
 
     def on_validation_batch_end(
         self,
@@ -111,12 +124,18 @@ class Chi2ModelSelection(Callback):
         showers = pl_module.to_showers(batch["x"], e)
         self._ratio.append((showers.sum(dim=1, dtype=torch.float64) / e).detach())
         self._e_inc.append(e.detach().to(torch.float64))
+        if self.high_level:
+            self._showers.append(showers.detach().to(torch.float32))
 
-    def _gather(self, pl_module: L.LightningModule, parts: list[torch.Tensor]) -> np.ndarray:
-        local = torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64, device=pl_module.device)
+    def _gather(self, pl_module: L.LightningModule, parts: list[torch.Tensor], width: int = 0) -> np.ndarray:
+        """Concatenate one rank's validation parts and gather them from every rank: (N,) or (N, width)."""
+        empty = (0, width) if width else (0,)
+        local = (
+            torch.cat(parts) if parts else torch.zeros(empty, dtype=torch.float64, device=pl_module.device)
+        )
         if pl_module.trainer.world_size > 1:
             # validation shares are equal-sized on every rank (ShowerDataModule), as all_gather needs
-            local = pl_module.all_gather(local).reshape(-1)
+            local = pl_module.all_gather(local).reshape((-1, width) if width else (-1,))
         return local.cpu().numpy()
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -126,11 +145,14 @@ class Chi2ModelSelection(Callback):
 
         ratio_ref = self._gather(pl_module, self._ratio)
         e_ref = self._gather(pl_module, self._e_inc)
-        self._ratio, self._e_inc = [], []
+        showers_ref = self._gather(pl_module, self._showers, pl_module.n_voxels) if self.high_level else None
+        self._ratio, self._e_inc, self._showers = [], [], []
         if len(e_ref) == 0:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
         total = 0.0
+        gen_showers: list[np.ndarray] = []
+        gen_e: list[np.ndarray] = []
         for label, idx in energy_groups(e_ref, self.max_discrete, self.n_ranges):
             e_gen = torch.as_tensor(np.repeat(e_ref[idx], self.oversample), device=pl_module.device)
             ratio_gen = []
@@ -138,6 +160,9 @@ class Chi2ModelSelection(Callback):
                 e = e_gen[lo : lo + self.batch_size]
                 showers = pl_module.generate(e, generator=generator)
                 ratio_gen.append((showers.sum(dim=1, dtype=torch.float64) / e).cpu())
+                if self.high_level:
+                    gen_showers.append(showers.cpu().numpy())
+                    gen_e.append(e.cpu().numpy())
             gen = torch.cat(ratio_gen).numpy()
             ref = ratio_ref[idx]
             chi2, ndf = chi2_ndf(
@@ -148,6 +173,16 @@ class Chi2ModelSelection(Callback):
             # identical on every rank (same gathered data, same seed): the mean over ranks is a no-op
             pl_module.log(f"val/chi2_ndf_{label}", value, sync_dist=True)
         pl_module.log("val/chi2_ndf_sum", total, sync_dist=True)
+        if self.high_level:
+            from fastsim.metrics.calochallenge import default_threshold
+            from fastsim.metrics.selection import high_level_separation
+
+            geometry = pl_module.geometry
+            threshold = default_threshold(geometry) if self.threshold is None else self.threshold
+            value, _ = high_level_separation(
+                np.concatenate(gen_showers), np.concatenate(gen_e), showers_ref, e_ref, geometry, threshold
+            )
+            pl_module.log("val/hlf_separation", value, sync_dist=True)
 
 
 class DivergenceCheck(Callback):
