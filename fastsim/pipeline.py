@@ -35,6 +35,7 @@ import numpy as np
 from fastsim.errors import FastsimError
 
 REFERENCE_NAME = "photons_ds1_g4.h5"
+GEOMETRY = "1-photons"  # the embedded reference's binning
 MODELS = ("wgan_gp", "vae")
 
 
@@ -165,9 +166,14 @@ def train_model(model: str, tensors: Path, out: Path, minutes: float, seed: int,
 def run_model(
     model: str, mdir: Path, *, tensors: Path, held_h5: Path, n_held: int, minutes: float, seed: int,
     fit_args: list[str], classifier_epochs: int | None, bench_args: tuple[str, ...] = (), step: int = 3,
+    readout_threshold: float | None = None,
 ) -> Path:
-    """Train ``model``, generate like the held-out file and benchmark; return the report folder."""
+    """Train ``model``, generate like the held-out file and benchmark; return the report folder.
+    ``readout_threshold`` (MeV): the training showers' threshold, which the WGAN-GP's generator
+    applies too (so that the critic cannot tell the samples apart by their smallest voxels)."""
     t0 = _step(f"{step}. train {model} for {minutes:g} min (configs/model/{model}.yaml)")
+    if model == "wgan_gp" and readout_threshold is not None:
+        fit_args = [f"--model.init_args.readout_threshold={readout_threshold!r}", *fit_args]
     ckpt = train_model(model, tensors, mdir, minutes, seed, fit_args)
     print(f"    best checkpoint: {ckpt}")
     _done(t0)
@@ -334,9 +340,10 @@ def main(argv: list[str]) -> int:
                         help="interpolation study: keep this incident energy (MeV) out of training, "
                              "benchmark the model there (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-threshold", type=float, default=0.0, metavar="MEV",
-                        help="readout threshold applied to the training showers (fastsim prep-train --threshold; "
-                             "default 0: none)")
+    parser.add_argument("--train-threshold", type=float, default=None, metavar="MEV",
+                        help="readout threshold of the training showers (fastsim prep-train --threshold) and of "
+                             "the WGAN-GP's generator; default: the benchmark's, the CaloChallenge value of the "
+                             "geometry (1 MeV for dataset 1); 0: none")
     parser.add_argument("--reference", default=None, help="CaloChallenge file to use instead of the embedded set")
     parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
     parser.add_argument("--fit-arg", action="append", default=[],
@@ -366,8 +373,14 @@ def main(argv: list[str]) -> int:
 
     t0 = _step("2. data prep: training tensors")
     tensors = out / "train_tensors.h5"
-    _run(["prep-train", str(train_h5), "-o", str(tensors), "--geometry", "1-photons",
-          "--seed", str(args.seed), "--threshold", repr(args.train_threshold), "--overwrite"])
+    threshold = args.train_threshold
+    if threshold is None:
+        from fastsim.geometry import Geometry
+        from fastsim.metrics.calochallenge import default_threshold
+
+        threshold = default_threshold(Geometry.builtin(GEOMETRY))
+    _run(["prep-train", str(train_h5), "-o", str(tensors), "--geometry", GEOMETRY,
+          "--seed", str(args.seed), "--threshold", repr(threshold), "--overwrite"])
     _done(t0)
 
     jobs = args.jobs if args.jobs is not None else min(len(models), os.cpu_count() or 1)
@@ -375,7 +388,7 @@ def main(argv: list[str]) -> int:
     minutes = args.minutes if args.minutes is not None else (10.0 if jobs > 1 else 5.0)
     common = dict(tensors=tensors, held_h5=held_h5, n_held=n_held, minutes=minutes, seed=args.seed,
                   fit_args=list(args.fit_arg), classifier_epochs=args.classifier_epochs,
-                  bench_args=tuple(args.bench_arg))
+                  bench_args=tuple(args.bench_arg), readout_threshold=threshold)
     if jobs == 1:
         reports = {m: run_model(m, out / m, step=3 + 3 * i, **common) for i, m in enumerate(models)}
     else:

@@ -10,6 +10,7 @@ import pytest
 
 from fastsim.cli import main as cli_main
 from fastsim.data.hdf5 import open_calochallenge, write_calochallenge
+from fastsim.data.tensors import TrainingTensors
 from fastsim.errors import FastsimError
 from fastsim.geometry import Geometry
 from fastsim.pipeline import split_reference, summarize
@@ -64,9 +65,17 @@ def test_demo_end_to_end(tmp_path, capsys):
     for model in ("wgan_gp", "vae"):
         log = (out / model / "log.txt").read_text()
         assert "best checkpoint" in log and "benchmark" in log
-    # the WGAN-GP is selected by the χ² of E_tot/E_inc, the VAE by its validation log-likelihood
+    # the WGAN-GP is selected by the χ² of E_tot/E_inc, the VAE by the high-level features of its showers
     assert list((out / "wgan_gp" / "checkpoints").glob("best-epoch*-chi2sum*.ckpt"))
-    assert list((out / "vae" / "checkpoints").glob("best-epoch*-ll*.ckpt"))
+    assert list((out / "vae" / "checkpoints").glob("best-epoch*-hlf*.ckpt"))
+    # the training showers are read out like the benchmark's (1 MeV for dataset 1), and the
+    # WGAN-GP's generator applies the same threshold
+    with TrainingTensors(out / "train_tensors.h5") as tt:
+        assert tt.attrs["readout_threshold"] == 1.0
+        d = tt.read()
+        mev = d["x"] * d["e_inc"][:, None]
+        assert mev[mev > 0].min() >= 1.0 - 1e-3 and (mev > 0).any()
+    assert "--model.init_args.readout_threshold=1.0" in (out / "wgan_gp" / "log.txt").read_text()
     for model in ("wgan_gp", "vae"):
         metrics = json.loads((out / model / "report" / "metrics.json").read_text())
         labels = [row["label"] for row in metrics["response"]["per_energy"]]

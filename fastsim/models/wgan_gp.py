@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from fastsim.errors import FastsimError
@@ -193,6 +194,17 @@ class WGANGP(ShowerGeneratorModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "fit" and self.hparams.output == "hierarchical" and self._trainer is not None:
+            data_threshold = float(
+                getattr(getattr(self.trainer.datamodule, "tensors", None), "attrs", {}).get("readout_threshold", 0.0)
+            )
+            if data_threshold != float(self.hparams.readout_threshold):
+                # the critic would tell the two apart by the smallest voxels alone
+                rank_zero_warn(
+                    f"the training showers were read out above {data_threshold:g} MeV (prep-train --threshold) "
+                    f"but the generator's readout_threshold is {self.hparams.readout_threshold:g} MeV: "
+                    "set model.init_args.readout_threshold to the same value"
+                )
         if stage == "fit" and self.hparams.output_init == "mean_shower" and not self._output_initialised:
             tensors = self._training_tensors(
                 "output_init: mean_shower needs the training data: train with a ShowerDataModule, "

@@ -121,7 +121,9 @@ def decode_sample_zeros(zero_logit: Tensor, mu: Tensor, log_sigma: Tensor, eps_z
     empty when ``Φ(eps_zero) < π``, else ``exp(μ + σ²/2)`` (capped at 1).
 
     Sparse like a Geant4 shower (each voxel empty with its own probability π) without the
-    log-normal's per-voxel spread, which doubles the resolution when drawn (docs/results.md).
+    log-normal's per-voxel spread. Without the energy head, drawing that spread doubled the
+    resolution; with it the shape is renormalised to the head's E_tot and the drawn spread is
+    what matches Geant4 after the readout threshold (``decode="sample"``, docs/results.md).
     Shapes: all (n, V) -> (n, V), >= 0.
     """
     p_empty = torch.sigmoid(zero_logit)
