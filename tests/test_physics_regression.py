@@ -49,15 +49,15 @@ THRESHOLD = 1.0
 #: response ratio band at every energy from 1 GeV up
 RESPONSE_BAND = (0.9, 1.1)
 #: response ratio band below 1 GeV, where the 1 MeV threshold takes most from a model this briefly
-#: trained (measured: WGAN-GP 0.748 / 0.928, VAE 0.819 / 0.917 at 256 / 512 MeV; 10 000 VAE steps: 1.02)
+#: trained (measured: WGAN-GP 0.700 / 0.908, VAE 0.819 / 0.917 at 256 / 512 MeV; 10 000 VAE steps: 1.02)
 LOW_E_RESPONSE_BAND = (0.65, 1.2)
-#: median radial width gen / G4 in layers 1 and 2 (measured: WGAN-GP 0.46 / 0.88, VAE 0.89 / 0.99;
+#: median radial width gen / G4 in layers 1 and 2 (measured: WGAN-GP 0.62 / 0.87 (0.46 / 0.88 at lr 1e-4), VAE 0.89 / 0.99;
 #: the collapsed widths before issue 12 were 0.23 / 0.43)
 WIDTH_BAND = (0.35, 1.6)
 #: mean hit-voxel fraction gen / G4 in layers 1 and 2
 SPARSITY_BAND = (0.6, 1.6)
-#: mean hit-voxel fraction gen / G4 in the sparsely hit layers 0, 3, 12 (measured: WGAN-GP 0.97 /
-#: 1.50 / 2.09, VAE up to 1.0; every voxel hit, the VAE's mean decoding, gave 4.1 in layer 12)
+#: mean hit-voxel fraction gen / G4 in the sparsely hit layers 0, 3, 12 (measured: WGAN-GP 0.69 /
+#: 1.45 / 2.07, VAE 0.55 / 0.97 / 0.89; every voxel hit, the VAE's mean decoding, gave 4.1 in layer 12)
 SPARSE_LAYER_BAND = (0.4, 2.6)
 #: high-level classifier AUC bound of the VAE (quick protocol; measured 0.846)
 VAE_AUC_HIGH_MAX = 0.93
