@@ -61,16 +61,12 @@ def _save(fig: Any, path: str, tight: bool = True) -> None:
     bounding box costs a second draw, which matters for the 45-layer grids)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from fastsim.outputs import atomic_output
+
     FigureCanvasAgg(fig)
-    d, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         # the HEP style's large labels need a tight box on the single-panel figures
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight" if tight else None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _nan(x: Any) -> float:

@@ -39,6 +39,7 @@ from fastsim.metrics.calochallenge import apply_threshold, low_level_normed_inpu
 from fastsim.metrics.compare import compare_distributions, reference_binning, separation_power_counts
 from fastsim.metrics.response import EnergyGroups, compare_response, energy_groups, layer_response, summarize
 from fastsim.metrics.shapes import FEATURE_UNITS, PER_LAYER_FEATURES, shower_features, voxel_spectrum_edges
+from fastsim.outputs import atomic_output, write_json, write_text
 
 __all__ = [
     "PROTOCOLS",
@@ -847,53 +848,9 @@ def _calochallenge_section(
 
 
 # --------------------------------------------------------------------------------------- outputs
-def _jsonable(obj: Any) -> Any:
-    """Recursively make ``obj`` strict JSON: NaN/inf -> None, numpy -> Python."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        val = float(obj)
-        return val if math.isfinite(val) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    return obj
-
-
-def _replace_atomic(path: str, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the temporary file never survives."""
-    d, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     """Write strict JSON (NaN/inf as null) to ``path`` via a temporary file and a rename."""
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(_jsonable(data), f, indent=1, allow_nan=False)
-            f.write("\n")
-
-    _replace_atomic(os.fspath(path), write)
-
-
-def _write_text_atomic(path: str, text: str) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    _replace_atomic(path, write)
+    write_json(path, data)
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
@@ -1124,17 +1081,14 @@ def write_outputs(
     if mean_images is not None:
         npz = os.path.join(out_dir, "mean_images.npz")
 
-        def write_npz(tmp: str) -> None:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, generated=mean_images[0], reference=mean_images[1])
-
-        _replace_atomic(npz, write_npz)
+        with atomic_output(npz) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, generated=mean_images[0], reference=mean_images[1])
         written["mean_images"] = npz
     results = {**results, "files": {"plots": images, "mean_images": "mean_images.npz" if mean_images is not None else None}}
     blocks = _document(results, images)
     md, htm, js = (os.path.join(out_dir, n) for n in ("report.md", "report.html", "metrics.json"))
-    _write_text_atomic(md, render_markdown(blocks))
-    _write_text_atomic(htm, render_html(blocks))
+    write_text(md, render_markdown(blocks))
+    write_text(htm, render_html(blocks))
     # metrics.json last: its presence means the run finished
     write_json_atomic(js, results)
     written.update({"report.md": md, "report.html": htm, "metrics.json": js})
