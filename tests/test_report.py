@@ -17,7 +17,8 @@ from fastsim.data.hdf5 import write_calochallenge
 from fastsim.errors import InputFileError
 from fastsim.geometry import Geometry
 from fastsim.report.callback import BenchmarkCallback
-from fastsim.report.report import Tolerances, _status, load_tolerances
+from fastsim.report.tolerances import Tolerances, load_tolerances
+from fastsim.report.tolerances import status as _status
 
 ENERGIES = (1024.0, 16384.0, 262144.0)
 

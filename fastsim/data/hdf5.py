@@ -914,7 +914,7 @@ def _value_problems(st: ValueStats) -> list[tuple[str, str]]:
 
 
 def validate_detailed(
-    path: str | os.PathLike,
+    path: str | os.PathLike | CaloFile,
     geometry: Geometry | str | None = None,
     chunk_size: int | None = None,
     on_chunk: Callable[[int, np.ndarray, np.ndarray, RowInfo], None] | None = None,
@@ -926,33 +926,46 @@ def validate_detailed(
     ``"units"`` (file-wide).
 
     Args:
+        path: the file, or a :class:`CaloFile` already open (read, and left open).
         on_chunk: called as ``on_chunk(start_row, e_inc (n,), showers (n, V), row_info)`` for
             every chunk read, so callers (progress bars, row masks, conversion) share the one
             streamed pass and its per-row checks (:class:`RowInfo`).
     """
-    path = os.fspath(path)
     geo = Geometry.resolve(geometry) if geometry is not None else None
+    if isinstance(path, CaloFile):
+        return _validate_values(path.path, path._f, geo, chunk_size, on_chunk)
+    path = os.fspath(path)
     try:
         f = open_h5(path)
     except InputFileError as err:
         return [("file", err.problem)], None
     with f:
-        st = _inspect(f, geo)
-        if st.problems:
-            return [("structure", p) for p in st.problems], None
-        sh, ei = f[_SHOWERS], f[_E_INC]
-        chunk_size = auto_chunk_size(st.n_voxels, chunk_size)
-        stats = ValueStats()
-        for lo in range(0, st.n_showers, chunk_size):
-            hi = min(lo + chunk_size, st.n_showers)
-            try:
-                e, s = _read_rows(path, ei, sh, lo, hi)
-            except InputFileError as err:
-                return [*_value_problems(stats), ("file", err.problem)], stats
-            info = row_info(e, s)
-            _accumulate(stats, e, info)
-            if on_chunk is not None:
-                on_chunk(lo, e, s, info)
+        return _validate_values(path, f, geo, chunk_size, on_chunk)
+
+
+def _validate_values(
+    path: str,
+    f: h5py.File,
+    geo: Geometry | None,
+    chunk_size: int | None,
+    on_chunk: Callable[[int, np.ndarray, np.ndarray, RowInfo], None] | None,
+) -> tuple[list[tuple[str, str]], ValueStats | None]:
+    st = _inspect(f, geo)
+    if st.problems:
+        return [("structure", p) for p in st.problems], None
+    sh, ei = f[_SHOWERS], f[_E_INC]
+    chunk_size = auto_chunk_size(st.n_voxels, chunk_size)
+    stats = ValueStats()
+    for lo in range(0, st.n_showers, chunk_size):
+        hi = min(lo + chunk_size, st.n_showers)
+        try:
+            e, s = _read_rows(path, ei, sh, lo, hi)
+        except InputFileError as err:
+            return [*_value_problems(stats), ("file", err.problem)], stats
+        info = row_info(e, s)
+        _accumulate(stats, e, info)
+        if on_chunk is not None:
+            on_chunk(lo, e, s, info)
     return _value_problems(stats), stats
 
 
