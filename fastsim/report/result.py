@@ -48,7 +48,10 @@ __all__ = [
     "ShapeSection",
     "Summary",
     "VoxelSpectrum",
+    "as_comparison",
+    "as_result",
     "load_result",
+    "number",
 ]
 
 FORMAT = "fastsim-benchmark"
@@ -61,8 +64,8 @@ READABLE_VERSIONS = (1, 2, 3)
 CLASSIFIER_KINDS = ("low_level", "low_level_normed", "high_level")
 
 
-def _num(x: Any) -> float:
-    """A JSON number or null as float (null -> NaN)."""
+def number(x: Any) -> float:
+    """A number of the result as float: None (JSON null, or not computed) -> NaN."""
     return math.nan if x is None else float(x)
 
 
@@ -582,7 +585,3 @@ def as_result(results: BenchmarkResult | dict[str, Any]) -> BenchmarkResult:
 def as_comparison(comp: Comparison | dict[str, Any] | None) -> Comparison | None:
     """``comp`` as a :class:`Comparison` (a JSON dict is read; None stays None)."""
     return _comparison(comp)
-
-
-# NaN read back from JSON null, for numbers the plots and tables draw
-number = _num
