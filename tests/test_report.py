@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import toy_showers, trainer_kwargs
 
 from fastsim.cli import main as fastsim_main
 from fastsim.data.hdf5 import write_calochallenge
@@ -23,17 +25,8 @@ from fastsim.report.tolerances import status as _status
 ENERGIES = (1024.0, 16384.0, 262144.0)
 
 
-def make_showers(
-    geo: Geometry, n: int, seed: int, scale: float = 1.0, energies: tuple[float, ...] = ENERGIES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Toy but physical-looking showers: radial exponential profile, ~90 % sampled response."""
-    rng = np.random.default_rng(seed)
-    e = rng.choice(np.asarray(energies), size=n)
-    prof = np.exp(-geo.voxel_r_center / 30.0) * (1 + 0.3 * np.cos(geo.voxel_alpha_center))
-    w = rng.gamma(2.0, size=(n, geo.n_voxels)) * prof
-    w /= w.sum(axis=1, keepdims=True)
-    frac = rng.normal(0.9, 0.03, size=n).clip(0.1)
-    return e, (scale * w * (frac * e)[:, None]).astype(np.float32)
+#: toy showers: radial exponential profile modulated in α, ~90 % sampled response
+make_showers = functools.partial(toy_showers, energies=ENERGIES, alpha_mod=0.3)
 
 
 @pytest.fixture
@@ -355,9 +348,7 @@ def test_callback_logs_energy_metrics_in_a_real_trainer(tmp_path, geo_small):
     loader = torch.utils.data.DataLoader(data, batch_size=100)
     cb = BenchmarkCallback(ref, max_showers=1200, seed=1)
     model = TinyGenerator(geo_small, scale=1.05)
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[cb])  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(max_epochs=2, callbacks=[cb]))
     trainer.fit(model, loader, loader)
     logged = trainer.callback_metrics
     for key in ("1024", "16384", "262144"):
@@ -383,8 +374,7 @@ def test_callback_logs_energy_metrics_in_a_real_trainer(tmp_path, geo_small):
 def test_callback_rejects_a_geometry_mismatch(geo_small, geo_photons):
     e, s = make_showers(geo_photons, 50, 0)
     cb = BenchmarkCallback((e, s), max_showers=40)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(callbacks=[cb], limit_train_batches=None, limit_val_batches=None))
     data = torch.utils.data.TensorDataset(torch.ones(4), torch.ones(4, geo_small.n_voxels))
     loader = torch.utils.data.DataLoader(data, batch_size=2)
     with pytest.raises(InputFileError, match="368 voxels but the model's geometry has 60"):
@@ -410,9 +400,7 @@ def test_round_trip_fit_generate_benchmark(tmp_path, geo_small, capsys):
     torch.manual_seed(0)
     model = WGANGP(geometry=geo_small.to_dict(), condition=condition.config(), latent_dim=4,
                    generator_hidden=(16,), critic_hidden=(16,), n_critic=2, seed=0)  # fmt: skip
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(tmp_path))  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(limit_train_batches=3, default_root_dir=str(tmp_path)))
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=32))
     ckpt = tmp_path / "wgan.ckpt"
     trainer.save_checkpoint(ckpt)
