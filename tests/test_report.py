@@ -418,3 +418,46 @@ def test_round_trip_fit_generate_benchmark(tmp_path, geo_small, capsys):
     assert all(t["generated_s"] > 0 for t in m["timing"]["by_energy"])
     assert [r["generated"]["n"] for r in m["response"]["per_energy"]] == [r["reference"]["n"] for r in
                                                                           m["response"]["per_energy"]]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- metrics.json versions
+
+
+def test_metrics_json_round_trip_and_versions(pair, tmp_path, capsys):
+    """metrics.json is BenchmarkResult.to_json (version 3): read back it gives the same JSON;
+    a version-1 file (before protocol and threshold) is read with defaults; an unknown version is
+    refused in one line, also by scripts/results_table.py from the command line."""
+    import subprocess
+    import sys
+
+    from fastsim.outputs import jsonable
+    from fastsim.report.result import load_result
+
+    gen, ref = pair
+    out = tmp_path / "rep"
+    code, _, _ = run(capsys, "--generated", gen, "--reference", ref, "--out", str(out), "--no-classifier",
+                     "--no-plots", "--protocol", "quick")  # fmt: skip
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["format"] == "fastsim-benchmark" and m["format_version"] == 3
+    result = load_result(out / "metrics.json")
+    assert jsonable(result.to_json()) == m
+    assert result.summary.n_checks == m["summary"]["n_checks"] and result.row("1024").energy == 1024.0
+    old = {k: v for k, v in m.items() if k not in ("protocol", "threshold", "calochallenge")}
+    old["format_version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    v1 = load_result(tmp_path / "v1.json")
+    assert v1.protocol == "quick" and v1.threshold is None and v1.calochallenge is None
+    assert [r.response_ratio for r in v1.per_energy] == [r["response_ratio"] for r in m["response"]["per_energy"]]
+    future = tmp_path / "v99.json"
+    future.write_text(json.dumps({**m, "format_version": 99}))
+    with pytest.raises(InputFileError, match="v99.json: metrics.json format_version 99 is not one this fastsim reads"):
+        load_result(future)
+    with pytest.raises(InputFileError, match="not a fastsim benchmark result"):
+        (tmp_path / "other.json").write_text("{}")
+        load_result(tmp_path / "other.json")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "results_table.py")
+    done = subprocess.run([sys.executable, script, f"X={future}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"{future}: metrics.json format_version 99 is not one this fastsim reads "
+                                                "(1, 2, 3); rerun fastsim benchmark, or use the fastsim that wrote it"]  # fmt: skip
