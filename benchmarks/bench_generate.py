@@ -40,14 +40,9 @@ import numpy as np
 import torch
 
 from fastsim.data.hdf5 import default_write_threads
+from fastsim.generation.batches import batch_seed, generate_batch, resolve_device
 from fastsim.generation.energies import DiscreteEnergies, energy_key
-from fastsim.generation.generate import (
-    batch_seed,
-    generate_batch,
-    generate_showers,
-    generate_showers_distributed,
-    resolve_device,
-)
+from fastsim.generation.generate import generate_showers, generate_showers_distributed
 from fastsim.geometry import Geometry
 
 #: Dataset-1 photon energies: 256 MeV … 4.2 TeV in powers of two (CaloChallenge).

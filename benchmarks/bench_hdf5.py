@@ -31,7 +31,7 @@ import time
 import h5py
 import numpy as np
 
-from fastsim.data.hdf5 import ShowerWriter, _default_chunk_rows
+from fastsim.data.hdf5 import ShowerWriter, default_chunk_rows
 from fastsim.geometry import Geometry
 
 
@@ -88,7 +88,7 @@ def main() -> int:
             e_all.append(e)
             s_all.append(s)
         e_all, s_all = np.concatenate(e_all), np.concatenate(s_all)
-        rows = _default_chunk_rows(v)
+        rows = default_chunk_rows(v)
 
         print("\n1. write: ShowerWriter (blocks, atomic) vs bare h5py (one call), same filter and chunks")
         print(f"   {'filter':8s} {'fastsim s':>10s} {'bare s':>8s} {'ratio':>6s} {'size MiB':>9s}")

@@ -21,7 +21,6 @@ Every step goes through the same command functions a user runs, so the demo exer
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -300,26 +299,27 @@ def _in(energy: Any, energies: tuple[float, ...]) -> bool:
 def summarize(metrics_path: Path, left_out: tuple[float, ...] = ()) -> list[str]:
     """Short text summary of a benchmark's metrics.json: agreement per energy and classifier AUC;
     energies in ``left_out`` (MeV) are marked "not trained"."""
-    m = json.loads(metrics_path.read_text())
+    from fastsim.report.result import load_result
+
+    m = load_result(metrics_path)
+
+    def fmt(v: Any, u: Any = None) -> str:
+        if v is None:
+            return "–"
+        return f"{v:.3f}" + (f" ± {u:.3f}" if u is not None else "")
+
     lines = [f"    {'E_inc':>10}  {'response gen/G4':>16}  {'resolution gen/G4':>18}  {'sep. power':>10}"]
-    for row in m["response"]["per_energy"]:
-        sep = (row.get("e_ratio") or {}).get("separation_power")
-
-        def fmt(v: Any, u: Any = None) -> str:
-            if v is None:
-                return "–"
-            return f"{v:.3f}" + (f" ± {u:.3f}" if u is not None else "")
-
+    for row in m.per_energy:
+        sep = row.e_ratio.separation_power if row.e_ratio is not None else None
         lines.append(
-            f"    {row['label']:>10}  {fmt(row.get('response_ratio'), row.get('response_ratio_unc')):>16}  "
-            f"{fmt(row.get('resolution_ratio'), row.get('resolution_ratio_unc')):>18}  {fmt(sep):>10}"
-            + ("  (not trained: interpolated)" if _in(row.get("energy"), left_out) else "")
+            f"    {row.label:>10}  {fmt(row.response_ratio, row.response_ratio_unc):>16}  "
+            f"{fmt(row.resolution_ratio, row.resolution_ratio_unc):>18}  {fmt(sep):>10}"
+            + ("  (not trained: interpolated)" if _in(row.energy, left_out) else "")
         )
-    for kind, res in (m.get("classifier") or {}).items():
-        if isinstance(res, dict) and res.get("auc") is not None:
-            lines.append(f"    classifier AUC ({kind.replace('_', '-')}): {res['auc']:.3f}")
-    s = m["summary"]
-    lines.append(f"    checks passed: {s['n_checks'] - s['n_failed']}/{s['n_checks']}")
+    for kind, res in m.classifier.results().items():
+        if res.auc is not None:
+            lines.append(f"    classifier AUC ({kind.replace('_', '-')}): {res.auc:.3f}")
+    lines.append(f"    checks passed: {m.summary.n_passed}/{m.summary.n_checks}")
     return lines
 
 

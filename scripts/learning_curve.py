@@ -26,6 +26,8 @@ import sys
 import tempfile
 from typing import Any
 
+from fastsim.report.result import BenchmarkResult, load_result
+
 
 def training_seconds(path: str) -> float | None:
     """Elapsed training time stored in a checkpoint by Lightning's Timer callback, or None."""
@@ -40,15 +42,15 @@ def training_seconds(path: str) -> float | None:
     return None
 
 
-def point(metrics: dict[str, Any]) -> dict[str, Any]:
+def point(metrics: BenchmarkResult) -> dict[str, Any]:
     """The numbers of one benchmark that the curve shows."""
     out: dict[str, Any] = {}
-    for kind, res in (metrics.get("classifier") or {}).items():
-        if isinstance(res, dict) and res.get("auc") is not None:
-            out[f"auc_{kind}"] = float(res["auc"])
-    s = metrics.get("summary", {})
-    out["mean_separation_power"] = s.get("mean_separation_power_e_ratio")
-    out["checks"] = f"{s.get('n_checks', 0) - s.get('n_failed', 0)}/{s.get('n_checks', 0)}"
+    for kind, res in metrics.classifier.results().items():
+        if res.auc is not None:
+            out[f"auc_{kind}"] = float(res.auc)
+    s = metrics.summary
+    out["mean_separation_power"] = s.mean_separation_power_e_ratio
+    out["checks"] = f"{s.n_passed}/{s.n_checks}"
     return out
 
 
@@ -107,8 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                 subprocess.run([*fastsim, "benchmark", "--generated", gen, "--reference", args.heldout, "--out",
                                 rep, "--protocol", args.protocol, "--no-plots", "--overwrite", "--seed",
                                 str(args.seed)], check=False, capture_output=True)  # exit 1: a tolerance failed
-                with open(os.path.join(rep, "metrics.json")) as f:
-                    numbers = point(json.load(f))
+                numbers = point(load_result(os.path.join(rep, "metrics.json")))
             secs = training_seconds(c)
             rows.append({"checkpoint": os.path.basename(c),
                          "train_seconds": secs if secs is not None else os.path.getmtime(c) - t0,

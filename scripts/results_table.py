@@ -13,9 +13,10 @@ protocol and readout threshold of the run, and the number of checks passed; with
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+
+from fastsim.errors import InputFileError
+from fastsim.report.result import BenchmarkResult, Comparison, load_result
 
 
 def _f(v: float | None, u: float | None = None, digits: int = 3) -> str:
@@ -24,20 +25,25 @@ def _f(v: float | None, u: float | None = None, digits: int = 3) -> str:
     return f"{v:.{digits}f}" + (f" ± {u:.{digits}f}" if u is not None else "")
 
 
-def _mean_sep(results: list) -> float | None:
-    """Mean separation power over a list of comparison results (None entries skipped)."""
-    vals = [r["separation_power"] for r in results if r and r.get("separation_power") is not None]
+def _mean_sep(comps: list[Comparison | None]) -> float | None:
+    """Mean separation power over a list of comparisons (None entries and undefined values skipped)."""
+    vals = [c.separation_power for c in comps if c is not None and c.separation_power is not None]
     return sum(vals) / len(vals) if vals else None
 
 
-def load(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise SystemExit(f"{p}: metrics.json not found")
-    return json.loads(p.read_text())
+def _defined(v: float | None) -> float | None:
+    """None for a value that is not defined (NaN, as a freshly computed result holds it)."""
+    return None if v is None or v != v else v
 
 
-def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
+def load(path: str) -> BenchmarkResult:
+    try:
+        return load_result(path)
+    except InputFileError as err:
+        raise SystemExit(str(err)) from None
+
+
+def summary_table(runs: list[tuple[str, BenchmarkResult]]) -> list[str]:
     """One row per run: worst response/resolution deviation, mean separation power, AUCs, checks."""
     lines = [
         "| run | protocol (threshold MeV) | response gen/G4 (range) | resolution gen/G4 (range) "
@@ -46,37 +52,37 @@ def summary_table(runs: list[tuple[str, dict]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, m in runs:
-        rows = m["response"]["per_energy"]
-        resp = [r["response_ratio"] for r in rows if r.get("response_ratio") is not None]
-        reso = [r["resolution_ratio"] for r in rows if r.get("resolution_ratio") is not None]
-        s, c = m["summary"], m.get("classifier") or {}
-        auc = {k: (v.get("auc") if isinstance(v, dict) else None) for k, v in c.items()}
-        thr = (m.get("threshold") or {}).get("mev")
-        fpd = ((m.get("calochallenge") or {}).get("fpd") or {}).get("value")
+        rows = m.per_energy
+        resp = [r.response_ratio for r in rows if _defined(r.response_ratio) is not None]
+        reso = [r.resolution_ratio for r in rows if _defined(r.resolution_ratio) is not None]
+        s = m.summary
+        auc = {k: v.auc for k, v in m.classifier.results().items()}
+        thr = (m.threshold or {}).get("mev")
+        fpd = (m.calochallenge.fpd.get("value") if m.calochallenge is not None else None)
         lines.append(
-            f"| {label} | {m.get('protocol', 'quick')} ({'–' if thr is None else f'{thr:g}'}) "
+            f"| {label} | {m.protocol} ({'–' if thr is None else f'{thr:g}'}) "
             f"| {min(resp):.3f} – {max(resp):.3f} | {min(reso):.2f} – {max(reso):.2f} "
-            f"| {_f(s['mean_separation_power_e_ratio'])} ({_f(s['mean_separation_power_floor'])}) "
-            f"| {_f(_mean_sep(m['layers']['distributions']))} "
-            f"| {_f(_mean_sep([r for obs in m['shapes'].values() for r in obs['layers']]))} "
+            f"| {_f(_defined(s.mean_separation_power_e_ratio))} ({_f(_defined(s.mean_separation_power_floor))}) "
+            f"| {_f(_mean_sep(m.layers.distributions))} "
+            f"| {_f(_mean_sep([c for obs in m.shapes.values() for c in obs.layers]))} "
             f"| {_f(auc.get('low_level'))} | {_f(auc.get('high_level'))} | {_f(None if fpd is None else 1e3 * fpd, digits=2)} "
-            f"| {s['n_checks'] - s['n_failed']}/{s['n_checks']} |"
+            f"| {s.n_passed}/{s.n_checks} |"
         )
     return lines
 
 
-def energy_table(label: str, m: dict) -> list[str]:
+def energy_table(label: str, m: BenchmarkResult) -> list[str]:
     lines = [
         f"**{label}**",
         "",
         "| E_inc | response gen/G4 | resolution gen/G4 | separation power |",
         "|---|---|---|---|",
     ]
-    for r in m["response"]["per_energy"]:
-        sep = (r.get("e_ratio") or {}).get("separation_power")
+    for r in m.per_energy:
+        sep = r.e_ratio.separation_power if r.e_ratio is not None else None
         lines.append(
-            f"| {r['label']} | {_f(r.get('response_ratio'), r.get('response_ratio_unc'))} "
-            f"| {_f(r.get('resolution_ratio'), r.get('resolution_ratio_unc'), 2)} | {_f(sep)} |"
+            f"| {r.label} | {_f(r.response_ratio, r.response_ratio_unc)} "
+            f"| {_f(r.resolution_ratio, r.resolution_ratio_unc, 2)} | {_f(sep)} |"
         )
     return lines
 

@@ -6,8 +6,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -32,28 +30,21 @@ def cli_env() -> dict[str, str]:
 
 
 def write_toy_showers(path: str, geometry, n: int, seed: int, energies=(1024.0, 2048.0, 4096.0, 8192.0)) -> None:
-    """Toy showers in MeV at discrete energies: a falling depth profile, ~90 % response."""
-    from fastsim.data.hdf5 import write_calochallenge
+    """Toy showers in MeV at discrete energies (:func:`conftest.toy_showers`): a falling depth
+    profile, 20 % of voxels empty, ~90 ± 5 % response."""
+    from conftest import depth_profile
+    from conftest import write_toy_showers as write
 
-    rng = np.random.default_rng(seed)
-    e = rng.choice(np.asarray(energies), n)
-    profile = np.exp(-np.arange(geometry.n_voxels) / 12.0)
-    fluct = rng.gamma(4.0, 0.25, (n, geometry.n_voxels)) * (rng.random((n, geometry.n_voxels)) > 0.2)
-    showers = e[:, None] * profile * fluct
-    response = 0.9 + 0.05 * rng.standard_normal(n)
-    showers *= (response * e / showers.sum(axis=1))[:, None]
-    write_calochallenge(path, e, showers.astype(np.float32))
+    write(path, geometry, n, seed, energies=energies, profile=depth_profile(geometry), shape=4.0, empty=0.2, spread=0.05)
 
 
 def small_model_args(train_file: str, model: str = "wgan_gp") -> list[str]:
     """``fastsim fit`` options (packaged configs, shrunk) for a model small enough to train in
     seconds: the WGAN-GP (3 optimiser steps a batch) or the VAE."""
-    sizes = {
-        "wgan_gp": ["--model.init_args.generator_hidden", "[16, 32]", "--model.init_args.critic_hidden", "[32, 32]",
-                    "--model.init_args.n_critic", "2"],
-        "vae": ["--model.init_args.encoder_hidden", "[32]", "--model.init_args.decoder_hidden", "[32]",
-                "--model.init_args.energy_hidden", "[8]", "--model.init_args.n_importance_samples", "4"],
-    }[model]  # fmt: skip
+    from conftest import TINY_MODELS
+
+    tiny = TINY_MODELS[{"wgan_gp": "WGANGP", "vae": "ShowerVAE"}[model]]
+    sizes = [arg for key, value in tiny.items() for arg in (f"--model.init_args.{key}", str(value))]
     return [
         "--config", model, "--config", "photons", "--config", "cpu", "--config", "csv",
         "--data.train_file", train_file,

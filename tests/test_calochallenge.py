@@ -3,12 +3,14 @@ classifier, and ``fastsim benchmark --protocol/--threshold`` end to end. Analyti
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import toy_showers
 
 from fastsim.cli import main as fastsim_main
 from fastsim.data.hdf5 import write_calochallenge
@@ -183,14 +185,8 @@ def test_official_classifier_on_analytic_cases():
 
 
 # ------------------------------------------------------------------------------------ benchmark CLI
-def _showers(geo: Geometry, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """EM-scale toy showers (E_tot/E_inc ≈ 0.95) at 1 and 8 GeV with a radial exponential profile."""
-    rng = np.random.default_rng(seed)
-    e = rng.choice([1024.0, 8192.0], size=n)
-    prof = np.exp(-geo.voxel_r_center / 20.0)
-    w = rng.gamma(1.0, size=(n, geo.n_voxels)) * prof
-    w /= w.sum(axis=1, keepdims=True)
-    return e, (w * (rng.normal(0.95, 0.02, size=n) * e)[:, None]).astype(np.float32)
+#: EM-scale toy showers (E_tot/E_inc ≈ 0.95) at 1 and 8 GeV with a radial exponential profile
+_showers = functools.partial(toy_showers, energies=(1024.0, 8192.0), radial_mm=20.0, shape=1.0, response=0.95, spread=0.02)
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_scale_from_simulation_to_generated_file_and_benchmark_refuses_a_mix(tmp
 
 @pytest.mark.parametrize("labels", [("em", None), (None, "active"), (None, None)])
 def test_files_that_do_not_say_their_scale_are_not_judged(tmp_path, labels) -> None:
-    from fastsim.report.report import check_energy_scales
+    from fastsim.report.inputs import check_energy_scales
 
     g, r = ({} if x is None else {"energy_scale": x} for x in labels)
     check_energy_scales("gen.h5", g, "ref.h5", r)  # no error: nothing to compare

@@ -170,3 +170,26 @@ def test_packaged_config_names(train_file: str, tmp_path) -> None:
     packaged = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "model", "vae.yaml")
     assert replaced.returncode == 0 and target.read_text() == open(packaged).read()
     assert sorted(os.listdir(target.parent)) == ["vae.yaml"]  # no temporary left
+
+
+def test_benchmark_callback_is_an_option_of_fit(train_file: str, tmp_path, monkeypatch, capsys) -> None:
+    """``--benchmark.reference`` adds the BenchmarkCallback to a run: the per-energy response and
+    separation power of E_tot/E_inc are logged at each validation; a missing reference is one line."""
+    import csv
+
+    from fastsim.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    reference = os.path.join(os.path.dirname(train_file), "showers.h5")
+    base = [*small_model_args(train_file), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
+    assert main(["fit", *base, "--benchmark.reference", reference, "--benchmark.max_showers", "200"]) == 0
+    (metrics,) = glob.glob(str(tmp_path / "logs" / "fastsim" / "version_0" / "metrics.csv"))
+    with open(metrics) as f:
+        rows = list(csv.DictReader(f))
+    logged = {k for row in rows for k, v in row.items() if v}
+    assert {"val/sep_e_ratio_mean", "val/response_max_dev", "val/response_ratio/1024"} <= logged, sorted(logged)
+    capsys.readouterr()
+    missing = str(tmp_path / "no.h5")
+    assert main(["fit", *base, "--benchmark.reference", missing]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and missing in err[0] and "not found" in err[0], err

@@ -466,7 +466,7 @@ class TestMergeShards:
         self, tmp_path: Path, sizes: list[int], raw_chunks: int, recompressed: int
     ) -> None:
         from fastsim.data.hdf5 import validate_calochallenge
-        from fastsim.generation.writer import merge_shards
+        from fastsim.data.shards import merge_shards
 
         shards, e, s = self.write_shards(tmp_path, sizes)
         stats = merge_shards(
@@ -486,7 +486,7 @@ class TestMergeShards:
             assert f["showers"].compression == "gzip" and f["showers"].chunks == (8, TINY_GEOMETRY.n_voxels)
 
     def test_bad_shard_leaves_no_output(self, tmp_path: Path) -> None:
-        from fastsim.generation.writer import merge_shards
+        from fastsim.data.shards import merge_shards
 
         shards, _, _ = self.write_shards(tmp_path, [8, 8])
         shards[1].unlink()
@@ -495,7 +495,7 @@ class TestMergeShards:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["shard0.h5"]
 
     def test_aligned_chunk_rows(self) -> None:
-        from fastsim.generation.generate import aligned_chunk_rows
+        from fastsim.generation.batches import aligned_chunk_rows
 
         assert aligned_chunk_rows(10_000, 368) == 625  # 1 MiB holds 712 rows of 368 float32
         assert aligned_chunk_rows(16, 18) == 16

@@ -9,6 +9,7 @@ import os
 import h5py
 import numpy as np
 import pytest
+from conftest import toy_showers
 
 from fastsim.cli import main
 from fastsim.data.hdf5 import write_calochallenge
@@ -20,16 +21,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def synthetic_showers(geo: Geometry, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shower-like MeV deposits for any binning: a longitudinal gamma profile over the layers, an
     exponential radial fall-off, uniform in α, ~50 % of voxels empty, E_tot/E_inc ≈ 0.95 ± 3 %."""
-    rng = np.random.default_rng(seed)
-    e = rng.choice([1024.0, 8192.0, 65536.0], n)
     layer = np.repeat(np.arange(geo.n_layers), np.diff(geo.layer_offsets))
     r_mid = np.concatenate([np.tile(0.5 * (np.asarray(ly.r_edges[1:]) + ly.r_edges[:-1]), ly.n_alpha) for ly in geo.layers])
     depth = (layer + 0.5) / geo.n_layers
     profile = depth**1.5 * np.exp(-4 * depth) * np.exp(-r_mid / (0.3 * r_mid.max() + 1e-9))
-    x = profile * rng.gamma(2.0, 0.5, (n, geo.n_voxels)) * (rng.random((n, geo.n_voxels)) > 0.5)
-    x /= x.sum(axis=1, keepdims=True)
-    resp = 0.95 * (1 + 0.03 * rng.standard_normal(n))
-    return e, (x * (resp * e)[:, None]).astype(np.float32)
+    return toy_showers(geo, n, seed, (1024.0, 8192.0, 65536.0), profile=profile, empty=0.5, response=0.95,
+                       spread=0.95 * 0.03)  # fmt: skip
 
 
 @pytest.mark.slow

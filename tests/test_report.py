@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -11,28 +12,21 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import toy_showers, trainer_kwargs
 
 from fastsim.cli import main as fastsim_main
 from fastsim.data.hdf5 import write_calochallenge
 from fastsim.errors import InputFileError
 from fastsim.geometry import Geometry
 from fastsim.report.callback import BenchmarkCallback
-from fastsim.report.report import Tolerances, _status, load_tolerances
+from fastsim.report.tolerances import Tolerances, load_tolerances
+from fastsim.report.tolerances import status as _status
 
 ENERGIES = (1024.0, 16384.0, 262144.0)
 
 
-def make_showers(
-    geo: Geometry, n: int, seed: int, scale: float = 1.0, energies: tuple[float, ...] = ENERGIES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Toy but physical-looking showers: radial exponential profile, ~90 % sampled response."""
-    rng = np.random.default_rng(seed)
-    e = rng.choice(np.asarray(energies), size=n)
-    prof = np.exp(-geo.voxel_r_center / 30.0) * (1 + 0.3 * np.cos(geo.voxel_alpha_center))
-    w = rng.gamma(2.0, size=(n, geo.n_voxels)) * prof
-    w /= w.sum(axis=1, keepdims=True)
-    frac = rng.normal(0.9, 0.03, size=n).clip(0.1)
-    return e, (scale * w * (frac * e)[:, None]).astype(np.float32)
+#: toy showers: radial exponential profile modulated in α, ~90 % sampled response
+make_showers = functools.partial(toy_showers, energies=ENERGIES, alpha_mod=0.3)
 
 
 @pytest.fixture
@@ -354,9 +348,7 @@ def test_callback_logs_energy_metrics_in_a_real_trainer(tmp_path, geo_small):
     loader = torch.utils.data.DataLoader(data, batch_size=100)
     cb = BenchmarkCallback(ref, max_showers=1200, seed=1)
     model = TinyGenerator(geo_small, scale=1.05)
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[cb])  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(max_epochs=2, callbacks=[cb]))
     trainer.fit(model, loader, loader)
     logged = trainer.callback_metrics
     for key in ("1024", "16384", "262144"):
@@ -382,8 +374,7 @@ def test_callback_logs_energy_metrics_in_a_real_trainer(tmp_path, geo_small):
 def test_callback_rejects_a_geometry_mismatch(geo_small, geo_photons):
     e, s = make_showers(geo_photons, 50, 0)
     cb = BenchmarkCallback((e, s), max_showers=40)
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(callbacks=[cb], limit_train_batches=None, limit_val_batches=None))
     data = torch.utils.data.TensorDataset(torch.ones(4), torch.ones(4, geo_small.n_voxels))
     loader = torch.utils.data.DataLoader(data, batch_size=2)
     with pytest.raises(InputFileError, match="368 voxels but the model's geometry has 60"):
@@ -409,9 +400,7 @@ def test_round_trip_fit_generate_benchmark(tmp_path, geo_small, capsys):
     torch.manual_seed(0)
     model = WGANGP(geometry=geo_small.to_dict(), condition=condition.config(), latent_dim=4,
                    generator_hidden=(16,), critic_hidden=(16,), n_critic=2, seed=0)  # fmt: skip
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=3, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        default_root_dir=str(tmp_path))  # fmt: skip
+    trainer = L.Trainer(**trainer_kwargs(limit_train_batches=3, default_root_dir=str(tmp_path)))
     trainer.fit(model, torch.utils.data.DataLoader(data, batch_size=32))
     ckpt = tmp_path / "wgan.ckpt"
     trainer.save_checkpoint(ckpt)
@@ -429,3 +418,46 @@ def test_round_trip_fit_generate_benchmark(tmp_path, geo_small, capsys):
     assert all(t["generated_s"] > 0 for t in m["timing"]["by_energy"])
     assert [r["generated"]["n"] for r in m["response"]["per_energy"]] == [r["reference"]["n"] for r in
                                                                           m["response"]["per_energy"]]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- metrics.json versions
+
+
+def test_metrics_json_round_trip_and_versions(pair, tmp_path, capsys):
+    """metrics.json is BenchmarkResult.to_json (version 3): read back it gives the same JSON;
+    a version-1 file (before protocol and threshold) is read with defaults; an unknown version is
+    refused in one line, also by scripts/results_table.py from the command line."""
+    import subprocess
+    import sys
+
+    from fastsim.outputs import jsonable
+    from fastsim.report.result import load_result
+
+    gen, ref = pair
+    out = tmp_path / "rep"
+    code, _, _ = run(capsys, "--generated", gen, "--reference", ref, "--out", str(out), "--no-classifier",
+                     "--no-plots", "--protocol", "quick")  # fmt: skip
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["format"] == "fastsim-benchmark" and m["format_version"] == 3
+    result = load_result(out / "metrics.json")
+    assert jsonable(result.to_json()) == m
+    assert result.summary.n_checks == m["summary"]["n_checks"] and result.row("1024").energy == 1024.0
+    old = {k: v for k, v in m.items() if k not in ("protocol", "threshold", "calochallenge")}
+    old["format_version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    v1 = load_result(tmp_path / "v1.json")
+    assert v1.protocol == "quick" and v1.threshold is None and v1.calochallenge is None
+    assert [r.response_ratio for r in v1.per_energy] == [r["response_ratio"] for r in m["response"]["per_energy"]]
+    future = tmp_path / "v99.json"
+    future.write_text(json.dumps({**m, "format_version": 99}))
+    with pytest.raises(InputFileError, match="v99.json: metrics.json format_version 99 is not one this fastsim reads"):
+        load_result(future)
+    with pytest.raises(InputFileError, match="not a fastsim benchmark result"):
+        (tmp_path / "other.json").write_text("{}")
+        load_result(tmp_path / "other.json")
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "results_table.py")
+    done = subprocess.run([sys.executable, script, f"X={future}"], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"{future}: metrics.json format_version 99 is not one this fastsim reads "
+                                                "(1, 2, 3); rerun fastsim benchmark, or use the fastsim that wrote it"]  # fmt: skip

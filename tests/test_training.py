@@ -9,10 +9,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import depth_profile, write_toy_showers
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fastsim.data.datamodule import ShowerDataModule, _TrainStream, _ValStream, make_split
-from fastsim.data.hdf5 import write_calochallenge
 from fastsim.data.tensors import prepare_training_tensors
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
@@ -27,17 +27,11 @@ ENERGIES = 1024.0 * 2.0 ** np.arange(4)  # 1 – 8 GeV
 
 
 def write_showers(path: str, n: int, seed: int) -> None:
-    """Toy photon-like showers in MeV: a depth/radius profile, a ~90 % sampling response with a
-    resolution that improves with energy, and per-voxel fluctuations; discrete energies."""
-    rng = np.random.default_rng(seed)
-    e = rng.choice(ENERGIES, n)
-    profile = np.exp(-np.arange(GEO.n_voxels) / 12.0)
-    profile /= profile.sum()
-    response = 0.9 + 0.05 * rng.standard_normal(n) * np.sqrt(1024.0 / e)
-    fluct = rng.gamma(4.0, 0.25, (n, GEO.n_voxels)) * (rng.random((n, GEO.n_voxels)) > 0.2)
-    showers = response[:, None] * e[:, None] * profile * fluct
-    showers *= (response * e / showers.sum(axis=1))[:, None]
-    write_calochallenge(path, e, showers.astype(np.float32))
+    """Toy photon-like showers in MeV (:func:`conftest.toy_showers`): a depth profile, a ~90 %
+    sampling response with a resolution that improves with energy, and per-voxel fluctuations;
+    discrete energies."""
+    write_toy_showers(path, GEO, n, seed, energies=ENERGIES, profile=depth_profile(GEO), shape=4.0, empty=0.2,
+                      spread=lambda e: 0.05 * np.sqrt(1024.0 / e))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

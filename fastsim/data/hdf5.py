@@ -48,7 +48,6 @@ import collections
 import contextlib
 import os
 import shutil
-import uuid
 import weakref
 import zlib
 from collections.abc import Callable, Iterator
@@ -61,6 +60,7 @@ import numpy as np
 
 from fastsim.errors import InputFileError
 from fastsim.geometry import Geometry
+from fastsim.outputs import check_target, discard, publish, temporary_path
 
 #: Incident energies above this (MeV) are rejected as absurd: 100 TeV.
 MAX_INCIDENT_MEV = 1e8
@@ -118,7 +118,8 @@ def _attr_value(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
+def decode_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    """HDF5 attributes as Python values (bytes decoded as UTF-8, numpy scalars unwrapped)."""
     out: dict[str, Any] = {}
     for key, value in attrs.items():
         if isinstance(value, bytes):
@@ -180,7 +181,8 @@ def _inspect(f: h5py.File, geometry: Geometry | None) -> _Structure:
     return st
 
 
-def _open_h5(path: str) -> h5py.File:
+def open_h5(path: str) -> h5py.File:
+    """Open an HDF5 file for reading, or raise :class:`InputFileError` saying why not."""
     if not os.path.exists(path):
         raise InputFileError(path, "file not found")
     if os.path.isdir(path):
@@ -223,7 +225,7 @@ class CaloFile:
     def __init__(self, path: str | os.PathLike, geometry: Geometry | str | None = None) -> None:
         self.path = os.fspath(path)
         geo = Geometry.resolve(geometry) if geometry is not None else None
-        self._f = _open_h5(self.path)
+        self._f = open_h5(self.path)
         try:
             st = _inspect(self._f, geo)
             # N = 0 is a readable (empty) file; only validation calls it a problem.
@@ -235,7 +237,7 @@ class CaloFile:
             raise
         self.n_showers = st.n_showers
         self.n_voxels = st.n_voxels
-        self.attrs = _decode_attrs(self._f.attrs)
+        self.attrs = decode_attrs(self._f.attrs)
         self._showers = self._f[_SHOWERS]
         self._e_inc = self._f[_E_INC]
 
@@ -301,59 +303,12 @@ def read_calochallenge(
         return cf.read(start, stop)
 
 
-# --------------------------------------------------------------------------- atomic files
+# --------------------------------------------------------------------------- writing
+# (temporary names, publishing and the output-exists check live in fastsim.outputs; publish and
+# temporary_path stay importable from here)
 
 
-def temporary_path(path: str | os.PathLike, tag: str = "partial") -> str:
-    """A hidden temporary name next to ``path`` (same directory, so the final rename is atomic).
-
-    ``.{name}.{tag}-{pid}-{random}``: the pid says which process left it behind after a hard
-    kill, the random part keeps two writers of one process apart.
-    """
-    path = os.fspath(path)
-    d, name = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-
-
-def _remove_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(path)
-
-
-def publish(tmp_path: str, path: str, overwrite: bool) -> None:
-    """Move a finished temporary file onto ``path`` atomically.
-
-    With ``overwrite`` this is :func:`os.replace`. Without it, a hard link is made first, which
-    fails if ``path`` appeared meanwhile (another process, another writer), so the promise not
-    to overwrite holds even against races; on file systems without hard links it falls back to
-    a check followed by :func:`os.replace`. Raises :class:`InputFileError` if ``path`` exists.
-    """
-    if overwrite:
-        os.replace(tmp_path, path)
-        return
-    try:
-        os.link(tmp_path, path)
-    except FileExistsError:
-        raise InputFileError(path, "output file appeared while writing; not overwritten") from None
-    except OSError:  # no hard links here (some network/FUSE file systems)
-        if os.path.exists(path):
-            raise InputFileError(path, "output file appeared while writing; not overwritten") from None
-        os.replace(tmp_path, path)
-        return
-    os.remove(tmp_path)
-
-
-def _check_target(path: str, overwrite: bool) -> None:
-    if os.path.isdir(path):
-        raise InputFileError(path, "output path is a directory")
-    if os.path.exists(path) and not overwrite:
-        raise InputFileError(path, "output file exists (pass overwrite=True / --overwrite to replace it)")
-    d = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(d):
-        raise InputFileError(path, f"output directory {d} does not exist")
-
-
-def _default_chunk_rows(n_voxels: int, target_bytes: int = 1 << 20) -> int:
+def default_chunk_rows(n_voxels: int, target_bytes: int = 1 << 20) -> int:
     """Rows per HDF5 chunk so that one float32 chunk is about ``target_bytes`` (1 MiB).
 
     About 1 MiB matches HDF5's default chunk cache, so a chunk is decompressed once per read,
@@ -618,7 +573,7 @@ class ShowerWriter:
         self._rows: ChunkRowWriter | None = None
         in_place = False
         if mode == "w":
-            _check_target(self.path, overwrite)
+            check_target(self.path, overwrite)
         else:
             with open_calochallenge(self.path) as cf:  # raises InputFileError if not CaloChallenge
                 if cf.n_voxels != self.n_voxels:
@@ -632,7 +587,7 @@ class ShowerWriter:
                     cf._e_inc.ndim == 2 and cf._showers.maxshape[0] is None and cf._e_inc.maxshape[0] is None
                 )
         # Registered before anything is written so a failure below still cleans up.
-        self._finalizer = weakref.finalize(self, _remove_quietly, self.tmp_path)
+        self._finalizer = weakref.finalize(self, discard, self.tmp_path)
         try:
             if in_place:
                 shutil.copyfile(self.path, self.tmp_path)
@@ -643,7 +598,7 @@ class ShowerWriter:
                     self.set_attrs(**attrs)
             else:
                 self._f = h5py.File(self.tmp_path, "w")
-                rows = int(chunk_rows) if chunk_rows else _default_chunk_rows(self.n_voxels)
+                rows = int(chunk_rows) if chunk_rows else default_chunk_rows(self.n_voxels)
                 opts = {"compression": compression}
                 if compression == "gzip":
                     opts["compression_opts"] = 4 if compression_opts is None else int(compression_opts)
@@ -741,7 +696,7 @@ class ShowerWriter:
         if f is not None:
             with contextlib.suppress(Exception):
                 f.close()
-        _remove_quietly(self.tmp_path)
+        discard(self.tmp_path)
         self._finalizer.detach()
 
     def __enter__(self) -> ShowerWriter:
@@ -959,7 +914,7 @@ def _value_problems(st: ValueStats) -> list[tuple[str, str]]:
 
 
 def validate_detailed(
-    path: str | os.PathLike,
+    path: str | os.PathLike | CaloFile,
     geometry: Geometry | str | None = None,
     chunk_size: int | None = None,
     on_chunk: Callable[[int, np.ndarray, np.ndarray, RowInfo], None] | None = None,
@@ -971,33 +926,46 @@ def validate_detailed(
     ``"units"`` (file-wide).
 
     Args:
+        path: the file, or a :class:`CaloFile` already open (read, and left open).
         on_chunk: called as ``on_chunk(start_row, e_inc (n,), showers (n, V), row_info)`` for
             every chunk read, so callers (progress bars, row masks, conversion) share the one
             streamed pass and its per-row checks (:class:`RowInfo`).
     """
-    path = os.fspath(path)
     geo = Geometry.resolve(geometry) if geometry is not None else None
+    if isinstance(path, CaloFile):
+        return _validate_values(path.path, path._f, geo, chunk_size, on_chunk)
+    path = os.fspath(path)
     try:
-        f = _open_h5(path)
+        f = open_h5(path)
     except InputFileError as err:
         return [("file", err.problem)], None
     with f:
-        st = _inspect(f, geo)
-        if st.problems:
-            return [("structure", p) for p in st.problems], None
-        sh, ei = f[_SHOWERS], f[_E_INC]
-        chunk_size = auto_chunk_size(st.n_voxels, chunk_size)
-        stats = ValueStats()
-        for lo in range(0, st.n_showers, chunk_size):
-            hi = min(lo + chunk_size, st.n_showers)
-            try:
-                e, s = _read_rows(path, ei, sh, lo, hi)
-            except InputFileError as err:
-                return [*_value_problems(stats), ("file", err.problem)], stats
-            info = row_info(e, s)
-            _accumulate(stats, e, info)
-            if on_chunk is not None:
-                on_chunk(lo, e, s, info)
+        return _validate_values(path, f, geo, chunk_size, on_chunk)
+
+
+def _validate_values(
+    path: str,
+    f: h5py.File,
+    geo: Geometry | None,
+    chunk_size: int | None,
+    on_chunk: Callable[[int, np.ndarray, np.ndarray, RowInfo], None] | None,
+) -> tuple[list[tuple[str, str]], ValueStats | None]:
+    st = _inspect(f, geo)
+    if st.problems:
+        return [("structure", p) for p in st.problems], None
+    sh, ei = f[_SHOWERS], f[_E_INC]
+    chunk_size = auto_chunk_size(st.n_voxels, chunk_size)
+    stats = ValueStats()
+    for lo in range(0, st.n_showers, chunk_size):
+        hi = min(lo + chunk_size, st.n_showers)
+        try:
+            e, s = _read_rows(path, ei, sh, lo, hi)
+        except InputFileError as err:
+            return [*_value_problems(stats), ("file", err.problem)], stats
+        info = row_info(e, s)
+        _accumulate(stats, e, info)
+        if on_chunk is not None:
+            on_chunk(lo, e, s, info)
     return _value_problems(stats), stats
 
 
@@ -1051,7 +1019,10 @@ __all__ = [
     "RowInfo",
     "ValueStats",
     "check_calochallenge",
+    "decode_attrs",
+    "default_chunk_rows",
     "open_calochallenge",
+    "open_h5",
     "publish",
     "read_calochallenge",
     "row_info",

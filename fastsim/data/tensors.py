@@ -52,19 +52,16 @@ import numpy as np
 
 from fastsim.data.hdf5 import (
     RowInfo,
-    _check_target,
-    _decode_attrs,
-    _default_chunk_rows,
-    _open_h5,
-    _remove_quietly,
     auto_chunk_size,
+    decode_attrs,
+    default_chunk_rows,
     open_calochallenge,
-    publish,
-    temporary_path,
+    open_h5,
     validate_detailed,
 )
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
+from fastsim.outputs import check_target, discard, publish, temporary_path
 
 FORMAT = "fastsim-training-tensors"
 FORMAT_VERSION = 1
@@ -160,7 +157,7 @@ class _Buckets:
 
     def __init__(self, f: h5py.File, n_buckets: int, n_voxels: int, seed: int) -> None:
         self.n_buckets, self.seed, self.n_rows = n_buckets, seed, 0
-        rows = _default_chunk_rows(n_voxels)
+        rows = default_chunk_rows(n_voxels)
         self.x = [_create(f, f"x{k}", (0, n_voxels), np.float32, rows, None) for k in range(n_buckets)]
         self.e = [_create(f, f"e{k}", (0,), np.float64, 4096, None) for k in range(n_buckets)]
 
@@ -256,7 +253,7 @@ def prepare_training_tensors(
     for p in paths:
         if os.path.abspath(p) == out_abs:
             raise InputFileError(output, "output file is also an input")
-    _check_target(output, overwrite)
+    check_target(output, overwrite)
     geo = Geometry.resolve(geometry)
     try:
         chunk_size = auto_chunk_size(geo.n_voxels, chunk_size)
@@ -375,7 +372,7 @@ def prepare_training_tensors(
 
             # 3. gather: shuffle each bucket in memory, apply the remaining stages, write
             with h5py.File(tmp_out, "w", rdcc_nbytes=0) as fo:  # written in whole-bucket slabs
-                rows = _default_chunk_rows(geo.n_voxels)
+                rows = default_chunk_rows(geo.n_voxels)
                 ox = _create(fo, "x", (n_good, geo.n_voxels), np.float32, rows, compression)
                 oc = _create(fo, "cond", (n_good, 1), np.float32, 65536, compression)
                 oe = _create(fo, "e_inc", (n_good,), np.float64, 65536, compression)
@@ -426,8 +423,8 @@ def prepare_training_tensors(
                 )
         publish(tmp_out, output, overwrite)
     finally:
-        _remove_quietly(tmp_buckets)
-        _remove_quietly(tmp_out)
+        discard(tmp_buckets)
+        discard(tmp_out)
     return {
         "output": output,
         "n_read": n_read,
@@ -460,7 +457,7 @@ class TrainingTensors:
         self._f: h5py.File | None = None
         self._pid = -1
         f = self._file()
-        a = _decode_attrs(f.attrs)
+        a = decode_attrs(f.attrs)
         if a.get("format") != FORMAT:
             raise InputFileError(
                 self.path,
@@ -497,7 +494,7 @@ class TrainingTensors:
 
     def _file(self) -> h5py.File:
         if self._f is None or self._pid != os.getpid():
-            self._f = _open_h5(self.path)
+            self._f = open_h5(self.path)
             self._pid = os.getpid()
         return self._f
 

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from fastsim.errors import FastsimError
+from fastsim.fitted import FittedModule
 
 #: class name -> class, filled by :func:`_register`.
 REGISTRY: dict[str, type[nn.Module]] = {}
@@ -54,59 +55,11 @@ def _flat_e_inc(e_inc: Tensor) -> Tensor:
     return e_inc.reshape(-1) if e_inc.dim() == 2 else e_inc
 
 
-class _Fitted(nn.Module):
-    """Common machinery: a Python-side "fitted" flag restored when a state_dict is loaded.
-
-    The flag is a plain attribute (not a buffer) so checking it in ``forward`` costs no device
-    synchronisation and does not enter a traced graph.
-    """
-
-    needs_fit: bool = True
-    #: buffers whose length depends on the data (e.g. per-voxel statistics)
-    _data_shaped_buffers: tuple[str, ...] = ()
-
-    def __init__(self) -> None:
-        super().__init__()
-        # read from the class: Chain's needs_fit is a property of stages that do not exist yet
-        self._fitted = getattr(type(self), "needs_fit", True) is False
-
-    @property
-    def is_fitted(self) -> bool:
-        return self._fitted
-
-    def _require_fitted(self) -> None:
-        if not self._fitted:
-            raise FastsimError(f"{type(self).__name__} is used before fit() or load_state_dict()")
-
-    def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-    ) -> None:
-        # Buffers whose shape depends on the data (per-voxel statistics) take the loaded shape,
-        # so an unfitted module built without knowing V can load a checkpoint; any other shape
-        # mismatch is left to torch to report.
-        for name in self._data_shaped_buffers:
-            buf, key = self._buffers.get(name), prefix + name
-            if key in state_dict and buf is not None and state_dict[key].shape != buf.shape:
-                self._buffers[name] = torch.empty_like(state_dict[key], dtype=buf.dtype, device=buf.device)
-        super()._load_from_state_dict(
-            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
-        )
-        if all(prefix + name in state_dict for name in self._buffers):
-            self._fitted = True
-            self._after_load()
-
-    def _after_load(self) -> None:
-        """Hook run after a state_dict load: subclasses reset ``_fitted`` if the values are unfitted."""
-
-    def config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-
 # --------------------------------------------------------------------------- energy condition
 
 
 @_register
-class EnergyCondition(_Fitted):
+class EnergyCondition(FittedModule):
     """Incident energy (MeV) → conditioning value ``log(E/E_min) / log(E_max/E_min)``.
 
     Args:
@@ -190,7 +143,7 @@ class EnergyCondition(_Fitted):
 # --------------------------------------------------------------------------- voxel transforms
 
 
-class VoxelTransform(_Fitted):
+class VoxelTransform(FittedModule):
     """Base class: ``forward(showers (N, V), e_inc (N,)) -> x (N, V)``, ``inverse(x, e_inc) -> showers``.
 
     Stateless transforms (``needs_fit = False``) implement only ``forward``/``inverse``/``config``.

@@ -132,11 +132,9 @@ def prepare_environment(cache_dir: str | None = None) -> dict[str, str]:
         for fname in (*files, _FAKE_MARK):
             fpath = os.path.join(path, fname)
             if not os.path.exists(fpath):
-                # written under a unique name and renamed so concurrent workers never see half a file
-                tmp = f"{fpath}.tmp-{os.getpid()}"
-                with open(tmp, "w"):
-                    pass
-                os.replace(tmp, fpath)
+                from fastsim.outputs import write_text
+
+                write_text(fpath, "")  # atomic: concurrent workers never see half a file
         os.environ[var] = path
         changed[var] = path
     return changed

@@ -42,6 +42,7 @@ from fastsim.fullsim.calibration import (
 from fastsim.fullsim.detector import DetectorSpec, resolve_detector
 from fastsim.fullsim.engine import BALANCE_COLUMNS, canonical_particle, choose_physics, event_seed
 from fastsim.geometry import Geometry
+from fastsim.outputs import check_target, discard, publish, temporary_path
 
 #: Largest incident energy accepted (MeV): 100 TeV, as in the CaloChallenge file validation.
 MAX_ENERGY_MEV = 1e8
@@ -328,11 +329,9 @@ def simulate(
     n = len(e_inc)
     workers = max(1, min(int(workers or os.cpu_count() or 1), n))
     for path in (output, root_output):
-        if path is not None and os.path.exists(path) and not overwrite:
-            raise FastsimError(f"{os.fspath(path)} exists; pass --overwrite to replace it")
+        if path is not None:
+            check_target(path, overwrite)
     out_dir = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(out_dir):
-        raise FastsimError(f"output directory {out_dir} does not exist")
     config = {"geometry": geo.to_dict(), "detector": detector, "particle": g4_particle, "physics": phys, "cut_mm": float(cut_mm), "seed": int(seed)}
 
     t0 = time.perf_counter()
@@ -442,8 +441,7 @@ class _RootWriter:
         import uproot
 
         self.path = os.fspath(path)
-        d, name = os.path.split(os.path.abspath(self.path))
-        self.tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
+        self.tmp = temporary_path(self.path)
         self.file = uproot.recreate(self.tmp)
         self.tree = self.file.mktree(
             "events",
@@ -456,10 +454,9 @@ class _RootWriter:
 
     def close(self) -> None:
         self.file.close()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path, overwrite=True)
 
     def abort(self) -> None:
         with contextlib.suppress(Exception):
             self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.tmp)
+        discard(self.tmp)

@@ -24,12 +24,13 @@ Every plan checks its energies with :func:`check_energies`: finite, > 0 and at m
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from fastsim.errors import FastsimError
+from fastsim.errors import FastsimError, InputFileError
 
 #: Upper bound on a plausible incident energy (MeV): 100 TeV, far above any collider particle
 #: (the CaloChallenge datasets stop at 4.2 TeV). Anything above is a unit mistake (eV, keV).
@@ -365,3 +366,33 @@ class TimePerEnergy:
             for v, s, c in zip(self.values, self.seconds, self.counts, strict=True)
             if c > 0
         }
+
+
+def energies_like(reference: str | os.PathLike, n_voxels: int | None = None) -> ArrayEnergies:
+    """The incident energies of a CaloChallenge reference file, in file order (``--like``).
+
+    The one function here that reads a file (through :mod:`fastsim.data.hdf5`, imported when called).
+
+    Args:
+        reference: a CaloChallenge HDF5 file.
+        n_voxels: when given, the reference's showers must have this many voxels (the generated
+            file is meant to be compared with it).
+
+    Raises:
+        InputFileError: missing or invalid file, bad energies, voxel count mismatch.
+    """
+    from fastsim.data.hdf5 import open_calochallenge
+
+    reference = os.fspath(reference)
+    if not os.path.exists(reference):
+        raise InputFileError(reference, "reference file not found")
+    with open_calochallenge(reference) as f:
+        if n_voxels is not None and f.n_voxels != n_voxels:
+            raise InputFileError(
+                reference, f"reference showers have {f.n_voxels} voxels but the generator makes {n_voxels}"
+            )
+        e_inc = f.incident_energies()
+    try:
+        return ArrayEnergies(e_inc, source=reference)
+    except FastsimError as err:
+        raise InputFileError(reference, f"incident_energies: {err}") from None

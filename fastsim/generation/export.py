@@ -93,10 +93,10 @@ def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[A
 
 def onnx_metadata(model: Any, checkpoint: str | os.PathLike | None, exporter: str) -> dict[str, str]:
     """The ``metadata_props`` of an exported generator: all values are strings."""
-    from fastsim.generation.generate import _model_description
+    from fastsim.generation.runinfo import model_description
     from fastsim.provenance import file_sha256, provenance
 
-    desc = _model_description(model)
+    desc = model_description(model)
     attrs = provenance(
         producer="fastsim-export",
         geometry=model.geometry.to_json(),
@@ -174,7 +174,8 @@ def export_onnx(
     import onnx
     import torch
 
-    from fastsim.generation.generate import check_generator, check_output_path
+    from fastsim.generation.batches import check_generator
+    from fastsim.generation.generate import check_output_path
     from fastsim.models.io import load_generator
 
     output = check_output_path(output, overwrite)
@@ -191,17 +192,13 @@ def export_onnx(
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     opset_used = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    from fastsim.data.hdf5 import temporary_path
+    from fastsim.outputs import atomic_output
 
-    tmp = temporary_path(output)  # hidden, with the pid: a killed export's file is recognised as stale
-    try:
+    # hidden, with the pid: a killed export's file is recognised as stale
+    with atomic_output(output) as tmp:
         onnx.save(proto, tmp)
         onnx.checker.check_model(tmp)
         diff = verify_onnx(tmp, model) if verify else None
-        os.replace(tmp, output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return ExportInfo(
         os.fspath(output),
         int(opset_used),

@@ -1,30 +1,27 @@
-"""Several devices: Lightning's predict loop, a per-rank shard writer, and shard merging.
+"""Several devices: Lightning's predict loop and a per-rank shard writer.
 
-Each rank generates a contiguous share of the run's batches (:func:`split_batches`) and streams
-it into its own shard, ``<dir>/.<output name>.shards/rank<r>-of-<w>.h5``, through an atomic
+Each rank generates a contiguous share of the run's batches
+(:func:`fastsim.generation.batches.split_batches`) and streams it into its own shard,
+``<dir>/.<output name>.shards/rank<r>-of-<w>.h5``, through an atomic
 :class:`~fastsim.data.hdf5.ShowerWriter`. After a barrier rank 0 concatenates the shards, rank by
-rank, into the final file (again atomically) and deletes them.
+rank, into the final file (:func:`fastsim.data.shards.merge_shards`, atomic) and deletes them.
+Shards use chunks that divide the batch size (:func:`fastsim.generation.batches.aligned_chunk_rows`)
+and ranks start on batch boundaries, so a shard usually starts on a chunk boundary of the merged
+file and its gzip-compressed chunks are copied as they are; only a shard that starts mid-chunk
+(discrete energies whose counts are not multiples of the batch size) is recompressed.
 
-Why merge instead of an HDF5 virtual dataset: a merged file is one self-contained CaloChallenge
-file that any reader (the CaloChallenge ``evaluate.py``, h5py without VDS support, a copy to
-another machine) handles; a virtual dataset keeps paths to the shards and breaks as soon as the
-file is moved without them. Merging need not redo the compression: shards use chunks that
-divide the batch size (:func:`fastsim.generation.generate.aligned_chunk_rows`) and ranks start on
-batch boundaries, so a shard usually starts on a chunk boundary of the merged file and its
-gzip-compressed chunks are copied as they are (:func:`merge_shards`); only a shard that starts
-mid-chunk (discrete energies whose counts are not multiples of the batch size) is recompressed.
+The launcher, :func:`fastsim.generation.generate.generate_showers_distributed`, imports this
+module; this module imports none of its callers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import h5py
@@ -32,13 +29,10 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from fastsim.data.hdf5 import ChunkRowWriter, ShowerWriter, open_calochallenge, temporary_path
-from fastsim.errors import InputFileError
+from fastsim.data.hdf5 import ShowerWriter
+from fastsim.data.shards import merge_shards
+from fastsim.generation.batches import generate_batch, split_batches
 from fastsim.generation.energies import EnergyPlan, TimePerEnergy
-from fastsim.generation.generate import generate_batch, split_batches
-
-#: Rows per step when merging shards row by row.
-MERGE_BLOCK_ROWS = 10_000
 
 
 def shard_dir_for(output: str | os.PathLike) -> str:
@@ -49,116 +43,6 @@ def shard_dir_for(output: str | os.PathLike) -> str:
 
 def shard_path(shard_dir: str, rank: int, world_size: int) -> str:
     return os.path.join(shard_dir, f"rank{rank}-of-{world_size}.h5")
-
-
-@dataclass
-class MergeStats:
-    """What :func:`merge_shards` did: showers written, chunks copied raw, rows recompressed."""
-
-    n_showers: int = 0
-    raw_chunks: int = 0
-    recompressed_rows: int = 0
-
-
-def _layout(ds: h5py.Dataset) -> tuple:
-    """Everything that must agree for a stored chunk to be valid in another dataset."""
-    return (
-        ds.dtype,
-        ds.shape[1:],
-        ds.chunks,
-        ds.compression,
-        ds.compression_opts,
-        ds.shuffle,
-        ds.fletcher32,
-        ds.scaleoffset,
-    )
-
-
-def merge_shards(
-    shards: Sequence[str | os.PathLike],
-    output: str | os.PathLike,
-    attrs: dict[str, Any] | None = None,
-    *,
-    overwrite: bool = False,
-    final_attrs: Callable[[], dict[str, Any]] | None = None,
-    block_rows: int = MERGE_BLOCK_ROWS,
-) -> MergeStats:
-    """Concatenate CaloChallenge shards, in the order given, into one file (atomic).
-
-    The merged file takes the first shard's storage layout (chunking, compression). Where a shard
-    starts on a chunk boundary of the merged file and has the same layout, its compressed chunks
-    are copied as they are (``read_direct_chunk``/``write_direct_chunk``): no decompression and no
-    recompression, so merging costs little more than copying bytes, and the shards' compression
-    (done in parallel by the ranks) is not redone. Other shards are copied row block by row block
-    (decompressed, and recompressed on every core by :class:`~fastsim.data.hdf5.ChunkRowWriter`). Incident energies (8 bytes a row) are always copied by rows.
-
-    Args:
-        shards: the shard files (CaloChallenge layout, as written by :class:`ShowerWriter`).
-        output: the merged file; it appears only when every shard was copied.
-        attrs: attributes of the merged file.
-        overwrite: replace an existing ``output``.
-        final_attrs: called after the copy; its attributes are added (e.g. timing that includes the merge).
-        block_rows: rows per step of the row-by-row copy (memory ~ block_rows × n_voxels × 4 bytes).
-
-    Returns:
-        a :class:`MergeStats`.
-    """
-    if not shards:
-        raise ValueError("merge_shards: no shards")
-    output = os.fspath(output)
-    if os.path.exists(output) and not overwrite:
-        raise InputFileError(output, "output file exists (pass --overwrite to replace it)")
-    for shard in shards:
-        open_calochallenge(shard).close()  # structure check: raises InputFileError naming the shard
-    stats = MergeStats()
-    tmp = temporary_path(output, "merging")
-    try:
-        with h5py.File(tmp, "w") as out, h5py.File(shards[0], "r") as first:
-            dsets = {}
-            for name in ("showers", "incident_energies"):
-                src = first[name]
-                dsets[name] = out.create_dataset(
-                    name, shape=(0, *src.shape[1:]), maxshape=(None, *src.shape[1:]), dtype=src.dtype,
-                    chunks=src.chunks, compression=src.compression, compression_opts=src.compression_opts,
-                    shuffle=src.shuffle, fletcher32=src.fletcher32,
-                )  # fmt: skip
-            showers, e_inc = dsets["showers"], dsets["incident_energies"]
-            rows = showers.chunks[0]
-            for key, value in (attrs or {}).items():
-                out.attrs[key] = value
-            for shard in shards:
-                with h5py.File(shard, "r") as f:
-                    src_s, src_e = f["showers"], f["incident_energies"]
-                    n, offset = int(src_s.shape[0]), stats.n_showers
-                    if n == 0:
-                        continue
-                    e_inc.resize(offset + n, axis=0)
-                    for lo in range(0, n, block_rows):
-                        hi = min(lo + block_rows, n)
-                        e_inc[offset + lo : offset + hi] = src_e[lo:hi]
-                    if offset % rows == 0 and _layout(src_s) == _layout(showers):
-                        # the shard's last chunk may be partial: it is stored padded, and rows past
-                        # the end are either outside the final extent or rewritten by the next shard
-                        showers.resize(offset + n, axis=0)
-                        for lo in range(0, n, rows):
-                            mask, chunk = src_s.id.read_direct_chunk((lo, 0))
-                            showers.id.write_direct_chunk((offset + lo, 0), chunk, mask)
-                            stats.raw_chunks += 1
-                    else:  # recompressed on every core, as ShowerWriter does
-                        with ChunkRowWriter(showers) as rows_out:
-                            for lo in range(0, n, block_rows):
-                                rows_out.append(src_s[lo : min(lo + block_rows, n)])
-                        stats.recompressed_rows += n
-                    stats.n_showers += n
-            if final_attrs is not None:
-                for key, value in final_attrs().items():
-                    out.attrs[key] = value
-        os.replace(tmp, output)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
-    return stats
 
 
 class _BatchList(Dataset):
@@ -189,7 +73,9 @@ class PredictSystem(L.LightningModule):
         threshold: readout threshold in MeV (0: none), see :func:`generate_batch`.
     """
 
-    def __init__(self, model: Any, plan: EnergyPlan, batch_size: int, seed: int, threshold: float = 0.0) -> None:
+    def __init__(
+        self, model: Any, plan: EnergyPlan, batch_size: int, seed: int, threshold: float = 0.0
+    ) -> None:
         super().__init__()
         self.model = model
         self.plan = plan

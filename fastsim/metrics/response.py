@@ -14,10 +14,14 @@ Var(m) = m2/N, Var(s) ≈ (m4 − m2²)/(4 m2 N), Cov(m, s) ≈ m3/(2 s N), and 
 Var(r) ≈ r² [Var(s)/s² + Var(m)/m² − 2 Cov(m, s)/(s m)]. For a Gaussian this reduces to the
 familiar σ(r) ≈ r √(1/(2N) + r²/N).
 
-Grouping (:func:`energy_groups`): at most ``max_discrete`` (30) distinct incident energies are
-treated as discrete points (CaloChallenge dataset 1: 15 energies, 256 MeV … 4.2 TeV); a
-continuous spectrum (datasets 2/3: log-uniform 1 GeV … 1 TeV) is cut into log-spaced bins.
-The groups are always built from the *reference* sample and applied to both samples.
+Grouping (:func:`energy_groups`), the one rule of the package (the benchmark and the χ² model
+selection of :mod:`fastsim.training.callbacks` both use it): at most ``max_discrete``
+(:data:`MAX_DISCRETE`, 30) distinct incident energies, after merging values equal to a relative
+``rtol`` (float32 storage), are treated as discrete points (CaloChallenge dataset 1: 15 energies,
+256 MeV … 4.2 TeV); a continuous spectrum (datasets 2/3: log-uniform 1 GeV … 1 TeV) is cut into
+:data:`N_BINS` (10) bins of equal population, whose edges are the spectrum's quantiles (for a
+log-uniform spectrum, nearly log-spaced). The groups are always built from the *reference*
+sample (the validation data, in training) and applied to both samples.
 
 FastCaloGAN (Comput. Softw. Big Sci. 6 (2022) 7) and the CaloChallenge (arXiv:2410.21611) both
 compare these quantities per incident energy.
@@ -33,6 +37,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "MAX_DISCRETE",
+    "N_BINS",
     "EnergyGroups",
     "compare_response",
     "energy_groups",
@@ -42,12 +48,18 @@ __all__ = [
 ]
 
 
+#: at most this many distinct incident energies make a discrete spectrum
+MAX_DISCRETE = 30
+#: equal-population bins of a continuous spectrum
+N_BINS = 10
+
+
 @dataclass(frozen=True)
 class EnergyGroups:
     """A partition of incident energies into groups.
 
     Attributes:
-        kind: ``"discrete"`` (one group per distinct energy) or ``"binned"`` (log-spaced bins).
+        kind: ``"discrete"`` (one group per distinct energy) or ``"binned"`` (equal-population bins).
         energies: representative energy of each group in MeV, shape (G,): the discrete value, or
             the geometric centre of the bin.
         edges: bin edges in MeV, shape (G + 1,), for ``"binned"``; None for ``"discrete"``.
@@ -102,6 +114,20 @@ class EnergyGroups:
         idx = np.where(e == self.edges[-1], len(self.edges) - 2, idx)
         return np.where((idx >= 0) & (idx < self.n_groups), idx, -1).astype(np.int64)
 
+    def metric_names(self) -> list[str]:
+        """Names for logged metrics: ``"1024MeV"`` (discrete) or ``"1000-3162MeV"`` (binned), rounded to MeV."""
+        if self.kind == "discrete":
+            return [f"{float(e):.0f}MeV" for e in self.energies]
+        assert self.edges is not None
+        return [f"{float(lo):.0f}-{float(hi):.0f}MeV" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)]
+
+    def members(self, e_inc: ArrayLike) -> list[tuple[str, np.ndarray]]:
+        """``(metric name, indices into e_inc)`` of every group that holds at least one energy,
+        in increasing energy."""
+        idx = self.assign(e_inc)
+        names = self.metric_names()
+        return [(names[g], np.flatnonzero(idx == g)) for g in np.argsort(self.energies) if np.any(idx == g)]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
@@ -112,14 +138,17 @@ class EnergyGroups:
         }
 
 
-def energy_groups(e_inc: ArrayLike, max_discrete: int = 30, n_bins: int = 10, rtol: float = 1e-5) -> EnergyGroups:
-    """Detect discrete incident energies or cut a continuous spectrum into log-spaced bins.
+def energy_groups(
+    e_inc: ArrayLike, max_discrete: int = MAX_DISCRETE, n_bins: int = N_BINS, rtol: float = 1e-5
+) -> EnergyGroups:
+    """Detect discrete incident energies or cut a continuous spectrum into equal-population bins.
 
     Args:
         e_inc: incident energies of the reference sample, shape (N,), MeV, > 0.
         max_discrete: at most this many distinct values (after merging values equal within
             ``rtol``) means a discrete sample.
-        n_bins: number of log-spaced bins between min and max for a continuous sample.
+        n_bins: number of bins of a continuous sample, each holding about N / n_bins energies
+            (fewer bins when ties make quantiles coincide).
         rtol: relative tolerance when merging/matching discrete energies.
 
     Returns:
@@ -136,9 +165,8 @@ def energy_groups(e_inc: ArrayLike, max_discrete: int = 30, n_bins: int = 10, rt
     distinct = uniq[keep]
     if len(distinct) <= max_discrete:
         return EnergyGroups("discrete", distinct, None, rtol)
-    lo, hi = float(uniq[0]), float(uniq[-1])
-    edges = np.geomspace(lo, hi, n_bins + 1)
-    edges[0], edges[-1] = lo, hi  # exact, so the extremes land inside
+    edges = np.unique(np.quantile(e, np.linspace(0.0, 1.0, n_bins + 1)))
+    edges[0], edges[-1] = uniq[0], uniq[-1]  # exact, so the extremes land inside
     return EnergyGroups("binned", np.sqrt(edges[:-1] * edges[1:]), edges, rtol)
 
 

@@ -15,8 +15,9 @@ and the aggregates ``val/sep_e_ratio_mean``, ``val/chi2ndf_e_ratio_mean`` and
 ``ModelCheckpoint`` monitor. ``<E>`` is the group key of
 :meth:`fastsim.metrics.response.EnergyGroups.keys` (the energy in MeV, or "lo-hi").
 
-The module only needs ``pl_module.generate(e_inc: Tensor (n,) MeV) -> Tensor (n, V) MeV`` and
-``pl_module.geometry``. Generation runs under a forked RNG seeded with ``seed``, so every epoch
+``fastsim fit --benchmark.reference g4.h5`` adds it to a training run (``--benchmark.*`` sets
+its other arguments); without a reference it does nothing. The module only needs
+``pl_module.generate(e_inc: Tensor (n,) MeV) -> Tensor (n, V) MeV`` and ``pl_module.geometry``. Generation runs under a forked RNG seeded with ``seed``, so every epoch
 sees the same noise (differences between epochs are the model's) and training's RNG stream is
 untouched.
 """
@@ -31,7 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from fastsim.errors import InputFileError
+from fastsim.errors import FastsimError, InputFileError
 from fastsim.metrics.compare import chi2_ndf, fastcalogan_binning, reference_binning, separation_power
 from fastsim.metrics.response import EnergyGroups, compare_response, energy_groups, summarize
 
@@ -57,7 +58,8 @@ class BenchmarkCallback(L.Callback):
     """Log response, resolution, separation power and χ²/ndf of E_tot/E_inc per incident energy.
 
     Args:
-        reference: a CaloChallenge HDF5 file, or arrays ``(e_inc (N,) MeV, showers (N, V) MeV)``.
+        reference: a CaloChallenge HDF5 file, or arrays ``(e_inc (N,) MeV, showers (N, V) MeV)``;
+            None: the callback does nothing (``fastsim fit`` without ``--benchmark.reference``).
         max_showers: reference showers used (random, seeded); as many are generated each time.
         every_n_epochs: run at the end of every n-th validation epoch.
         batch_size: showers per ``generate`` call.
@@ -68,7 +70,7 @@ class BenchmarkCallback(L.Callback):
 
     def __init__(
         self,
-        reference: str | os.PathLike | tuple[np.ndarray, np.ndarray],
+        reference: str | os.PathLike | tuple[np.ndarray, np.ndarray] | None = None,
         max_showers: int = 2000,
         every_n_epochs: int = 1,
         batch_size: int = 1000,
@@ -78,9 +80,11 @@ class BenchmarkCallback(L.Callback):
     ) -> None:
         super().__init__()
         if max_showers < 10:
-            raise ValueError(f"max_showers must be >= 10, got {max_showers}")
+            raise FastsimError(f"benchmark.max_showers must be >= 10, got {max_showers}")
         if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be >= 1, got {every_n_epochs}")
+            raise FastsimError(f"benchmark.every_n_epochs must be >= 1, got {every_n_epochs}")
+        if batch_size < 1:
+            raise FastsimError(f"benchmark.batch_size must be >= 1, got {batch_size}")
         self.reference = reference
         self.max_showers = int(max_showers)
         self.every_n_epochs = int(every_n_epochs)
@@ -99,6 +103,7 @@ class BenchmarkCallback(L.Callback):
     def _load_reference(self) -> None:
         if self._e_inc is not None:
             return
+        assert self.reference is not None
         if isinstance(self.reference, tuple):
             e, s = (np.asarray(a) for a in self.reference)
             e = e.reshape(-1).astype(np.float64)
@@ -115,6 +120,8 @@ class BenchmarkCallback(L.Callback):
         self._groups = energy_groups(e_inc)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.reference is None:
+            return
         self._load_reference()
         n_vox = pl_module.geometry.n_voxels
         if n_vox != self._n_voxels:
@@ -173,7 +180,7 @@ class BenchmarkCallback(L.Callback):
         return out
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+        if self.reference is None or trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         self._load_reference()
         self.last_metrics = self.compute(self.generate_e_tot(pl_module))

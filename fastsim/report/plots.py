@@ -1,5 +1,6 @@
-"""Plots of benchmark results. Every function draws numbers already in the results dict of
-:func:`fastsim.report.report.compute_metrics` (histograms, means, ratios); none computes a metric.
+"""Plots of benchmark results. Every function draws numbers already in a
+:class:`~fastsim.report.result.BenchmarkResult` (histograms, means, ratios; a ``metrics.json``
+dict is read into one first); none computes a metric.
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot, no global backend state) and
 saved through a temporary file and a rename. The ``mplhep`` ROOT style is used when mplhep is
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fastsim.geometry import Geometry
+from fastsim.report.result import BenchmarkResult, Comparison, as_comparison, as_result
 
 __all__ = [
     "make_plots",
@@ -61,46 +63,43 @@ def _save(fig: Any, path: str, tight: bool = True) -> None:
     bounding box costs a second draw, which matters for the 45-layer grids)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
+    from fastsim.outputs import atomic_output
+
     FigureCanvasAgg(fig)
-    d, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(d, f".{name}.partial-{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         # the HEP style's large labels need a tight box on the single-panel figures
         fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight" if tight else None)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _nan(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def plot_response(results: dict[str, Any], path: str, quantity: str = "response") -> None:
+def plot_response(results: BenchmarkResult | dict[str, Any], path: str, quantity: str = "response") -> None:
     """Response ⟨E_tot/E_inc⟩ (or resolution σ/μ) vs E_inc, both samples, and their ratio.
 
     Args:
-        results: the benchmark results.
+        results: the benchmark result (or its ``metrics.json`` dict).
         path: PNG file.
         quantity: ``"response"`` or ``"resolution"``.
     """
     from matplotlib.figure import Figure
 
-    rows = results["response"]["per_energy"]
-    tol = results["tolerances"][quantity]
+    result = as_result(results)
+    rows = result.per_energy
+    tol = result.tolerances[quantity]
     key, unc = ("mean", "mean_unc") if quantity == "response" else ("resolution", "resolution_unc")
-    e = np.array([r["energy"] for r in rows]) / 1e3
+    e = np.array([r.energy for r in rows]) / 1e3
     with _style():
         fig = Figure(figsize=(8, 7))
         gs = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
         ax, axr = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
         for sample, color, marker, off in (("reference", REF_COLOR, "o", 1.0), ("generated", GEN_COLOR, "s", 1.03)):
-            y = [_nan(r[sample][key]) for r in rows]
-            dy = [_nan(r[sample][unc]) for r in rows]
+            y = [_nan(getattr(getattr(r, sample), key)) for r in rows]
+            dy = [_nan(getattr(getattr(r, sample), unc)) for r in rows]
             ax.errorbar(e * off, y, yerr=dy, fmt=marker, color=color, label=sample, ms=5)
-        ratio = [_nan(r[f"{quantity}_ratio"]) for r in rows]
-        dratio = [_nan(r[f"{quantity}_ratio_unc"]) for r in rows]
+        ratio = [_nan(getattr(r, f"{quantity}_ratio")) for r in rows]
+        dratio = [_nan(getattr(r, f"{quantity}_ratio_unc")) for r in rows]
         axr.axhspan(1 - tol, 1 + tol, color="0.85", label=f"±{tol:g}")
         axr.axhline(1, color=REF_COLOR, lw=0.8)
         axr.errorbar(e, ratio, yerr=dratio, fmt="s", color=GEN_COLOR, ms=4)
@@ -118,10 +117,10 @@ def plot_response(results: dict[str, Any], path: str, quantity: str = "response"
         _save(fig, path)
 
 
-def _hist_pair(ax: Any, axr: Any, comp: dict[str, Any], xlabel: str, title: str | None = None) -> None:
-    """Step histograms of a compare_distributions result, and the gen/ref ratio below."""
-    edges = np.asarray(comp["edges"])
-    hg, hr = np.asarray(comp["hist_generated"]), np.asarray(comp["hist_reference"])
+def _hist_pair(ax: Any, axr: Any, comp: Comparison, xlabel: str, title: str | None = None) -> None:
+    """Step histograms of a comparison, and the gen/ref ratio below."""
+    edges = np.asarray(comp.edges)
+    hg, hr = np.asarray(comp.hist_generated, dtype=float), np.asarray(comp.hist_reference, dtype=float)
     width = np.diff(edges)
     ax.stairs(hr / width, edges, color=REF_COLOR, label="reference", fill=True, alpha=0.2)
     ax.stairs(hr / width, edges, color=REF_COLOR)
@@ -133,19 +132,19 @@ def _hist_pair(ax: Any, axr: Any, comp: dict[str, Any], xlabel: str, title: str 
     axr.set_ylim(0.4, 1.6)
     axr.set_yticks([0.5, 1.0, 1.5])
     ax.tick_params(labelbottom=False)
-    sep = comp.get("separation_power")
+    sep = comp.separation_power
     text = f"S = {sep:.2g}" if sep is not None and math.isfinite(sep) else ""
     ax.set_title(f"{title or ''}   {text}", fontsize="small")
     axr.set_xlabel(xlabel, fontsize="small")
 
 
 def plot_distribution_grid(
-    comps: list[dict[str, Any] | None], titles: list[str], xlabel: str, path: str, ncols: int = 5
+    comps: list[Comparison | dict[str, Any] | None], titles: list[str], xlabel: str, path: str, ncols: int = 5
 ) -> None:
     """A grid of normalised-histogram overlays (one per energy or layer), each with a ratio panel.
 
     Args:
-        comps: :func:`fastsim.metrics.compare.compare_distributions` results (None: empty panel).
+        comps: the comparisons (JSON dicts are read; None: empty panel).
         titles: one per panel.
         xlabel: x-axis label.
         path: PNG file.
@@ -163,7 +162,8 @@ def plot_distribution_grid(
             nrows, ncols, left=0.7 / (3.8 * ncols), right=1 - 0.3 / (3.8 * ncols), top=1 - 0.35 / height, bottom=0.75 / height,
             hspace=0.5, wspace=0.3,
         )  # fmt: skip
-        for i, (comp, title) in enumerate(zip(comps, titles, strict=True)):
+        for i, (raw, title) in enumerate(zip(comps, titles, strict=True)):
+            comp = as_comparison(raw)
             r, c = divmod(i, ncols)
             inner = outer[r, c].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
             ax = fig.add_subplot(inner[0])
@@ -177,13 +177,14 @@ def plot_distribution_grid(
         _save(fig, path, tight=False)
 
 
-def plot_layer_fractions(results: dict[str, Any], path: str) -> None:
+def plot_layer_fractions(results: BenchmarkResult | dict[str, Any], path: str) -> None:
     """Mean E_layer/E_inc vs layer, one line per incident energy (reference solid, generated dashed)."""
     from matplotlib.figure import Figure
 
-    pe = results["layers"]["per_energy"]
-    ids = results["layers"]["ids"]
-    labels = results["energy_groups"]["labels"]
+    result = as_result(results)
+    pe = result.layers.per_energy
+    ids = result.layers.ids
+    labels = result.energy_groups["labels"]
     x = np.arange(len(ids))
     with _style():
         fig = Figure(figsize=(8, 6))
@@ -206,19 +207,19 @@ def plot_layer_fractions(results: dict[str, Any], path: str) -> None:
         _save(fig, path)
 
 
-def plot_voxel_spectrum(results: dict[str, Any], path: str) -> None:
+def plot_voxel_spectrum(results: BenchmarkResult | dict[str, Any], path: str) -> None:
     """Normalised voxel-energy spectra of both samples, log-log, with the ratio."""
     from matplotlib.figure import Figure
 
-    vs = results["voxel_spectrum"]
-    edges = np.asarray(vs["edges_mev"])
+    vs = as_result(results).voxel_spectrum
+    edges = np.asarray(vs.edges_mev)
     with _style():
         fig = Figure(figsize=(8, 7))
         gs = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.05)
         ax, axr = fig.add_subplot(gs[0]), fig.add_subplot(gs[1], sharex=None)
         hists = {}
         for sample, color in (("reference", REF_COLOR), ("generated", GEN_COLOR)):
-            c = np.asarray(vs[sample], dtype=float)
+            c = np.asarray(getattr(vs, sample), dtype=float)
             h = c / c.sum() if c.sum() > 0 else c
             hists[sample] = h
             ax.stairs(h, edges, color=color, label=sample)
@@ -289,7 +290,7 @@ def plot_mean_images(gen: np.ndarray, ref: np.ndarray, geometry: Geometry, path:
 
 
 def make_plots(
-    results: dict[str, Any],
+    results: BenchmarkResult | dict[str, Any],
     out_dir: str,
     mean_images: tuple[np.ndarray, np.ndarray] | None = None,
     geometry: Geometry | None = None,
@@ -307,22 +308,23 @@ def make_plots(
         files[key] = name
         return os.path.join(out_dir, name)
 
-    rows = results["response"]["per_energy"]
-    plot_response(results, path("response", "response.png"), "response")
-    plot_response(results, path("resolution", "resolution.png"), "resolution")
+    result = as_result(results)
+    rows = result.per_energy
+    plot_response(result, path("response", "response.png"), "response")
+    plot_response(result, path("resolution", "resolution.png"), "resolution")
     plot_distribution_grid(
-        [r["e_ratio"] for r in rows], [f"E_inc {r['label']}" for r in rows], "E_tot/E_inc", path("e_ratio", "e_ratio.png")
+        [r.e_ratio for r in rows], [f"E_inc {r.label}" for r in rows], "E_tot/E_inc", path("e_ratio", "e_ratio.png")
     )
-    ids = results["layers"]["ids"]
+    ids = result.layers.ids
     plot_distribution_grid(
-        results["layers"]["distributions"], [f"layer {i}" for i in ids], "E_layer/E_inc", path("layers", "layer_energies.png")
-    )
-    plot_layer_fractions(results, path("layer_fractions", "layer_fractions.png"))
-    for feat, data in results["shapes"].items():
+        result.layers.distributions, [f"layer {i}" for i in ids], "E_layer/E_inc", path("layers", "layer_energies.png")
+    )  # type: ignore[arg-type]
+    plot_layer_fractions(result, path("layer_fractions", "layer_fractions.png"))
+    for feat, data in result.shapes.items():
         plot_distribution_grid(
-            data["layers"], [f"layer {i}" for i in ids], SHAPE_LABELS.get(feat, feat), path(f"shape_{feat}", f"shape_{feat}.png")
-        )
-    plot_voxel_spectrum(results, path("voxel_spectrum", "voxel_spectrum.png"))
+            data.layers, [f"layer {i}" for i in ids], SHAPE_LABELS.get(feat, feat), path(f"shape_{feat}", f"shape_{feat}.png")
+        )  # type: ignore[arg-type]
+    plot_voxel_spectrum(result, path("voxel_spectrum", "voxel_spectrum.png"))
     if mean_images is not None and geometry is not None:
         plot_mean_images(mean_images[0], mean_images[1], geometry, path("images", "mean_images.png"))
     return files

@@ -12,38 +12,27 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from fastsim.errors import FastsimError
+from fastsim.metrics.response import MAX_DISCRETE, N_BINS
+from fastsim.metrics.response import energy_groups as shared_energy_groups
 from fastsim.models.base import first_nonfinite
 from fastsim.models.hparams import check_divergence, check_model_selection
 
 
 def energy_groups(
-    e_inc: np.ndarray, max_discrete: int = 32, n_ranges: int = 5
+    e_inc: np.ndarray, max_discrete: int = MAX_DISCRETE, n_ranges: int = N_BINS
 ) -> list[tuple[str, np.ndarray]]:
-    """Group events by incident energy for per-energy comparisons.
-
-    Discrete spectra (at most ``max_discrete`` distinct values, as in the CaloChallenge photon
-    and pion sets) give one group per energy, labelled ``"<E>MeV"``; continuous spectra give
-    ``n_ranges`` equal-population ranges labelled ``"<lo>-<hi>MeV"``.
+    """Group events by incident energy with the benchmark's rule
+    (:func:`fastsim.metrics.response.energy_groups`): one group per energy of a discrete
+    spectrum, labelled ``"<E>MeV"``; ``n_ranges`` equal-population ranges of a continuous one,
+    labelled ``"<lo>-<hi>MeV"``.
 
     Args:
         e_inc: incident energies in MeV, shape (N,).
 
     Returns:
-        (label, indices into e_inc) per group, in increasing energy.
+        (label, indices into e_inc) per non-empty group, in increasing energy.
     """
-    e = np.asarray(e_inc, dtype=np.float64)
-    # energies written as float32 somewhere on the way are equal to ~1e-7 relative
-    keys = np.round(e, 3)
-    values = np.unique(keys)
-    if len(values) <= max_discrete:
-        return [(f"{v:.0f}MeV", np.flatnonzero(keys == v)) for v in values]
-    edges = np.quantile(e, np.linspace(0, 1, n_ranges + 1))
-    which = np.clip(np.searchsorted(edges, e, side="right") - 1, 0, n_ranges - 1)
-    return [
-        (f"{edges[i]:.0f}-{edges[i + 1]:.0f}MeV", np.flatnonzero(which == i))
-        for i in range(n_ranges)
-        if np.any(which == i)
-    ]
+    return shared_energy_groups(e_inc, max_discrete, n_ranges).members(e_inc)
 
 
 class Chi2ModelSelection(Callback):
@@ -83,8 +72,8 @@ class Chi2ModelSelection(Callback):
         n_bins: int = 30,
         n_rms: float = 3.0,
         oversample: int = 1,
-        max_discrete: int = 32,
-        n_ranges: int = 5,
+        max_discrete: int = MAX_DISCRETE,
+        n_ranges: int = N_BINS,
         seed: int = 1234,
         batch_size: int = 4096,
         clip_outliers: bool = True,

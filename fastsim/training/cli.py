@@ -10,7 +10,9 @@ number of conditions are linked from the data into the model at instantiation, s
 never written twice. Always present and configurable: ``--checkpoint.*`` (periodic checkpoints,
 ``every_n_train_steps`` counts optimiser steps: n_critic + 1 per batch for the WGAN),
 ``--best_checkpoint.*`` (best ``val/chi2_ndf_sum``), ``--model_selection.*`` (χ²/ndf callback)
-and ``--divergence.*``. The default logger is wandb in offline mode; ``--config configs/logger/csv.yaml``
+and ``--divergence.*``; ``--benchmark.reference g4.h5`` (and ``--benchmark.*``) also logs the
+benchmark's E_tot/E_inc observables per energy at each validation
+(:class:`~fastsim.report.callback.BenchmarkCallback`). The default logger is wandb in offline mode; ``--config configs/logger/csv.yaml``
 switches to CSV.
 
 ``--config`` takes a file or the name of a packaged config (``wgan_gp``, ``photons``, ``cpu``,
@@ -152,6 +154,7 @@ def _cli_class() -> type:
     )
     from fastsim.models.vae import ShowerVAE
     from fastsim.models.wgan_gp import WGANGP
+    from fastsim.report.callback import BenchmarkCallback
     from fastsim.training.callbacks import Chi2ModelSelection, DivergenceCheck, ResumableCheckpoint
     from fastsim.training.configs import model_class, read_config, resolve_config, unknown_keys
 
@@ -172,6 +175,8 @@ def _cli_class() -> type:
             parser.add_lightning_class_args(Chi2ModelSelection, "model_selection")
             parser.add_lightning_class_args(ResumableCheckpoint, "checkpoint")
             parser.add_lightning_class_args(ResumableCheckpoint, "best_checkpoint")
+            # off unless --benchmark.reference names a file
+            parser.add_lightning_class_args(BenchmarkCallback, "benchmark")
             parser.set_defaults(
                 {
                     "trainer.logger": DEFAULT_LOGGER,

@@ -13,9 +13,8 @@ import argparse
 import os
 import shutil
 
-from fastsim.data.hdf5 import temporary_path
 from fastsim.errors import InputFileError
-from fastsim.outputs import check_output_dir
+from fastsim.outputs import atomic_output, check_output_dir
 from fastsim.training.configs import config_dir, packaged_configs, resolve_config
 
 
@@ -60,12 +59,7 @@ def main(argv: list[str]) -> int:
             raise InputFileError(target, "already exists (pass --overwrite to replace it)")
     for src, target in targets:
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = temporary_path(target)  # an old copy is replaced only by a complete new one
-        try:
+        with atomic_output(target) as tmp:  # an old copy is replaced only by a complete new one
             shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         print(target)
     return 0

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastsim.data.transforms import _Fitted
 from fastsim.errors import FastsimError
+from fastsim.fitted import FittedModule
 
 #: distinct condition values up to which every value is its own knot
 MAX_DISCRETE_KNOTS = 64
@@ -50,7 +50,7 @@ def interp_knots(c: Tensor, knots: Tensor, values: Tensor) -> Tensor:
     return values[0] + seg @ slopes
 
 
-class EnergyFeatures(_Fitted):
+class EnergyFeatures(FittedModule):
     """``(fractions (n, V), c (n,)) -> (n, F)`` standardised energy features.
 
     Args:
