@@ -35,6 +35,9 @@ import numpy as np
 
 #: layer z boundaries (mm) used for the synthetic detector: 5 layers as in dataset 1 (photons)
 LAYER_Z = (0.0, 10.0, 45.0, 400.0, 500.0, 650.0)
+#: CPU seconds (all threads of this process) of every run, by reader: unlike wall time, barely
+#: changed by other processes on a shared machine (they take turns on the cores, not cycles of ours)
+CPU_SECONDS: dict[tuple, list[float]] = {}
 BRANCHES = ["e_inc", "x0", "y0", "z0", "hit_x", "hit_y", "hit_z", "hit_e"]
 
 
@@ -89,11 +92,12 @@ def bare_iterate(path: str, step: int, threads: int = 1) -> tuple[float, int]:
     import uproot
 
     options = {"decompression_executor": ThreadPoolExecutor(threads)} if threads > 1 else {}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for arrays in uproot.iterate({path: "events"}, BRANCHES, step_size=step, library="ak", **options):
         n += len(arrays)
     dt = time.perf_counter() - t0
+    CPU_SECONDS.setdefault(("bare", threads), []).append(time.process_time() - c0)
     if options:
         options["decompression_executor"].shutdown()
     return dt, n
@@ -104,14 +108,17 @@ def ours(path: str, step: int, geometry, spec, prefetch: int | None = None, thre
     """Seconds and events of read + validate + voxelise (defaults: the library's; 0/1: one thread)."""
     from fastsim.data.root import iter_root_showers
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     n = 0
     for e_inc, _showers, _stats in iter_root_showers(
         [path], geometry, spec, step_size=step, prefetch=1 if prefetch is None else prefetch, threads=threads,
         engine=engine,
     ):  # fmt: skip
         n += len(e_inc)
-    return time.perf_counter() - t0, n
+    dt = time.perf_counter() - t0
+    key = ("ours", prefetch, threads, engine, spec.direction)
+    CPU_SECONDS.setdefault(key, []).append(time.process_time() - c0)
+    return dt, n
 
 
 def peak_rss_of_conversion(path: str, out: str, step: int | None) -> dict:
@@ -209,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
               f"per hit: bare read {1e9 * min(t_bare) / (args.events * args.hits):.1f} ns, "
               f"read + voxelise {1e9 * min(t_serial) / (args.events * args.hits):.1f} ns")
         print(f"  vs bare with 2 decompression threads: ours/bare = {args.events / min(t_ours) / (args.events / min(t_bare2)):.2f}")
+        cpu_bare = min(CPU_SECONDS[("bare", 1)])
+        cpu_serial = min(CPU_SECONDS[("ours", 0, 1, "auto", spec.direction)])
+        cpu_default = min(CPU_SECONDS[("ours", None, None, "auto", spec.direction)])
+        hits = args.events * args.hits
+        print(f"  CPU time (all threads; load-independent): bare read {1e9 * cpu_bare / hits:.1f} ns/hit, "
+              f"ours one thread {1e9 * cpu_serial / hits:.1f} ns/hit (ratio {cpu_bare / cpu_serial:.2f}), "
+              f"ours default {1e9 * cpu_default / hits:.1f} ns/hit (ratio {cpu_bare / cpu_default:.2f}); "
+              f"load now {os.getloadavg()[0]:.2f}")
 
         if not args.skip_memory:
             big = ensure_file(workdir, 4 * args.events, args.hits, args.seed + 1)

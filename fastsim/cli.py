@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("fastsim.training.config_cli", "list the packaged configs, print one, or write copies to edit"),
     "fit": ("fastsim.training.cli", "train a generator (LightningCLI: fit --config …)"),
     "generate": ("fastsim.generation.cli", "generate showers from a checkpoint into HDF5"),
+    "family": ("fastsim.training.family_cli", "one model per slice (energy range) from one YAML; fit all, generate by slice"),
     "export": ("fastsim.generation.cli", "export a generator checkpoint to ONNX"),
     "benchmark": ("fastsim.report.cli", "compare generated showers with full simulation; write a report"),
     "demo": ("fastsim.pipeline", "the main job end to end on the embedded Geant4 reference data"),
