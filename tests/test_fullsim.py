@@ -336,6 +336,12 @@ def test_bad_options_one_line_before_any_simulation(tmp_path, capsys) -> None:
         (["--energies", "1024", "--workers", "0"], "--workers must be >= 1, got 0"),
         (["--energies", "1024", "--cut", "0"], "--cut must be a positive length in mm, got 0.0"),
         (["--pow2", "8:16", "--geometry", str(tmp_path / "missing.xml")], f"{tmp_path}/missing.xml: binning file not found"),
+        (["--energies", "1024", "--angle", "50"], "--angle: incidence angle 50 deg is outside [0, 45] deg"),
+        (["--energies", "1024", "--angle", "10,-1"], "--angle: incidence angle -1 deg is outside [0, 45] deg"),
+        (["--energies", "1024", "--angle", "nan"], "--angle: incidence angle nan deg is outside [0, 45] deg"),
+        (["--energies", "1024", "--angle", "ten"], "--angle: expected numbers separated by commas, got 'ten'"),
+        (["--energies", "1024", "--angle", ","], "--angle: no values"),
+        (["--energies", "1024", "--angle", "10", "--scoring", "volumes"], "--angle other than 0 needs --scoring steps"),
     ):
         capsys.readouterr()
         assert main(["simulate", "-o", str(tmp_path / "x.h5"), *bad]) == 2
@@ -343,25 +349,185 @@ def test_bad_options_one_line_before_any_simulation(tmp_path, capsys) -> None:
     assert not (tmp_path / "x.h5").exists()
 
 
+def test_bad_angle_from_the_command_line(tmp_path) -> None:
+    """What a user types: one line on stderr, exit status 2, no traceback, no output file."""
+    out = tmp_path / "a.h5"
+    cmd = [sys.executable, "-m", "fastsim.cli", "simulate", "-o", str(out), "--energies", "1024", "--angle", "90"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert res.stderr.strip() == "fastsim simulate: error: --angle: incidence angle 90 deg is outside [0, 45] deg"
+    assert not out.exists()
+
+
 @needs_g4
-def test_voxel_volumes_match_geometry_binning(tmp_path) -> None:
-    """Geant4's navigator puts random points of each active slab in the voxel Geometry computes."""
+def test_incidence_angle_keeps_the_shower_on_the_axis(tmp_path) -> None:
+    """--angle 0,30: angles stored per event; in each layer the shower stays centred in the shower frame."""
+    import h5py
+
+    from fastsim.cli import main
+    from fastsim.data.hdf5 import open_calochallenge
+
+    out = tmp_path / "angles.h5"
+    assert main(["simulate", "-o", str(out), "--energies", "4096", "-n", "12", "--angle", "0,30",
+                 "--workers", "2", "--seed", "4", "--no-progress"]) == 0
+    assert validate_calochallenge(out, GEO) == []
+    with open_calochallenge(out) as cf:
+        angles = cf.incident_angles()
+        e, sh = cf.read()
+    np.testing.assert_array_equal(angles, [0.0] * 12 + [30.0] * 12)
+    np.testing.assert_array_equal(e, 4096.0)
+    with h5py.File(out) as f:
+        assert f["incident_angles"].shape == (24, 1) and f["incident_angles"].attrs["units"] == "deg"
+        assert "angles 0,30 deg" in f.attrs["energy_spec"]
+    for sel in (angles == 0, angles == 30):
+        x, y, core = _layer_centres(sh[sel])
+        # a binning left on the z axis would put the 30° centres 100-180 mm off; on the axis they
+        # are within a few mm (at 30° the shower's rise and fall along the axis shift them by a few mm)
+        assert np.all(np.abs(x) < 8) and np.all(np.abs(y) < 8), (x, y)
+        assert np.all(core > 0.6), core  # most of each layer's energy within 30 mm of the axis
+
+
+def _layer_centres(showers: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean energy-weighted centre (x, y in mm, voxel centres) of layers 1 and 2 over ``showers``,
+    and the median fraction of their energy within r ≤ 30 mm."""
+    xs, ys, core = [], [], []
+    for i in (1, 2):
+        ly = GEO.layers[i]
+        r_mid = (np.asarray(ly.r_edges[:-1]) + np.asarray(ly.r_edges[1:])) / 2
+        a_mid = -math.pi + (np.arange(ly.n_alpha) + 0.5) * 2 * math.pi / ly.n_alpha
+        img = GEO.layer_image(showers, i)  # (N, n_alpha, n_r)
+        w = img.sum((1, 2))
+        xs.append(((img * np.cos(a_mid)[:, None] * r_mid).sum((1, 2)) / w).mean())
+        ys.append(((img * np.sin(a_mid)[:, None] * r_mid).sum((1, 2)) / w).mean())
+        core.append(np.median(img[:, :, np.asarray(ly.r_edges[1:]) <= 30].sum((1, 2)) / w))
+    return np.array(xs), np.array(ys), np.array(core)
+
+
+def test_embedded_angle_reference() -> None:
+    """fastsim/refdata/photons_ds1_g4_angles.h5: 3 angles × 3 energies × 50 photons, showers on the axis.
+
+    The angle shows in the physics: an inclined shower crosses more lead per layer (X0 / cos θ),
+    so more of its energy stays in the strips layer, and it is elongated along x in the layer plane.
+    """
+    from importlib import resources
+
+    from fastsim.data.hdf5 import open_calochallenge
+
+    path = str(resources.files("fastsim") / "refdata" / "photons_ds1_g4_angles.h5")
+    assert os.path.getsize(path) <= 512 * 1024
+    assert validate_calochallenge(path, GEO) == []
+    with open_calochallenge(path) as cf:
+        angles = cf.incident_angles()
+        e, sh = cf.read()
+        assert cf.attrs["producer"] == "geant4" and "steps" in cf.attrs["scoring"]
+    for angle in (0.0, 20.0, 40.0):
+        for energy in (256.0, 1024.0, 4096.0):
+            assert np.sum((angles == angle) & (e == energy)) == 50
+    frac1 = GEO.layer_energies(sh)[:, 1] / sh.sum(1)
+    for energy in (256.0, 1024.0, 4096.0):
+        f0, f40 = (frac1[(angles == a) & (e == energy)].mean() for a in (0.0, 40.0))
+        assert f40 > f0 + 0.05, (energy, f0, f40)
+    for angle in (0.0, 20.0, 40.0):
+        sel = (angles == angle) & (e == 4096.0)
+        x, y, core = _layer_centres(sh[sel])
+        assert np.all(np.abs(x) < 8) and np.all(np.abs(y) < 8), (angle, x, y)
+        assert np.all(core > 0.6)
+        # second moments of the core of the EM middle layer: x (the inclination plane) vs y
+        ly = GEO.layers[2]
+        r_mid = (np.asarray(ly.r_edges[:-1]) + np.asarray(ly.r_edges[1:])) / 2
+        a_mid = -math.pi + (np.arange(ly.n_alpha) + 0.5) * 2 * math.pi / ly.n_alpha
+        img = GEO.layer_image(sh[(angles == angle) & (e >= 1024)], 2).sum(0)[:, r_mid < 50]
+        r = r_mid[r_mid < 50]
+        ratio = (img * (np.cos(a_mid)[:, None] * r) ** 2).sum() / (img * (np.sin(a_mid)[:, None] * r) ** 2).sum()
+        assert (ratio > 1.25) if angle == 40.0 else (0.85 < ratio < 1.3), (angle, ratio)
+
+
+def test_angle_dataset_read_and_validated(tmp_path) -> None:
+    """incident_angles is optional: files without it read as before; a wrong shape or NaN is reported."""
+    import h5py
+
+    from fastsim.data.hdf5 import InputFileError, open_calochallenge, write_calochallenge
+
+    plain = tmp_path / "plain.h5"
+    write_calochallenge(plain, np.full(3, 1000.0), np.ones((3, GEO.n_voxels), np.float32))
+    with open_calochallenge(plain) as cf:
+        assert not cf.has_angles and cf.incident_angles() is None
+    for name, angles, problem in (
+        ("good.h5", np.array([[0.0], [10.0], [20.0]]), None),
+        ("flat.h5", np.array([0.0, 10.0, 20.0]), None),
+        ("short.h5", np.array([[0.0], [10.0]]), "incident_angles must have shape (3, 1) like the showers, got (2, 1)"),
+        ("nan.h5", np.array([[0.0], [np.nan], [20.0]]), "incident_angles has 1 non-finite values"),
+    ):
+        path = tmp_path / name
+        write_calochallenge(path, np.full(3, 1000.0), np.ones((3, GEO.n_voxels), np.float32))
+        with h5py.File(path, "a") as f:
+            f.create_dataset("incident_angles", data=angles)
+        problems = validate_calochallenge(path, GEO)
+        if problem is None:
+            assert problems == []
+            with open_calochallenge(path) as cf:
+                np.testing.assert_array_equal(cf.incident_angles(), [0.0, 10.0, 20.0])
+        else:
+            assert problems == [problem]
+            if "shape" in problem:
+                with pytest.raises(InputFileError, match="incident_angles must have shape"):
+                    open_calochallenge(path)
+
+
+
+@needs_g4
+@pytest.mark.parametrize("scoring", ["volumes", "steps"])
+def test_voxel_scoring_matches_geometry_binning(tmp_path, scoring) -> None:
+    """Random points of each active slab land in the voxel Geometry.voxel_index computes.
+
+    volumes: Geant4's navigator locates each point in a voxel volume. steps: the compiled scorer's
+    machine code is called on a step at each point, around the axis of a particle at 0° and 30°.
+    """
     code = (
         "import os, numpy as np\n"
         "from fastsim.geometry import Geometry\n"
         "from fastsim.fullsim.detector import atlas_like\n"
         "from fastsim.fullsim.engine import get_application\n"
-        "app = get_application(Geometry.builtin('1-photons'), atlas_like(), 'gamma', 'datafree')\n"
+        f"app = get_application(Geometry.builtin('1-photons'), atlas_like(), 'gamma', 'datafree', scoring={scoring!r})\n"
         "app.simulate(np.array([100.0]), [1])\n"
         "n, bad = app.check_voxel_mapping(150, seed=1)\n"
         "print('RESULT', n, bad, flush=True)\n"
+        "if app.scoring == 'steps':\n"
+        "    print('RESULT', *app.check_voxel_mapping(150, seed=2, angle_deg=30.0), flush=True)\n"
         "os._exit(0)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
-    assert line, out.stdout[-2000:] + out.stderr[-2000:]
-    _, n, bad = line[0].split()
-    assert int(n) == 750 and int(bad) == 0
+    lines = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("RESULT")]
+    assert len(lines) == (2 if scoring == "steps" else 1), out.stdout[-2000:] + out.stderr[-2000:]
+    for _, n, bad in lines:
+        assert int(n) == 750 and int(bad) == 0
+
+
+@needs_g4
+def test_step_and_volume_scoring_agree(tmp_path) -> None:
+    """The two scorings of the active gaps give the same showers within statistics (same seeds).
+
+    Only the voxel edges as geometry boundaries differ, which changes the step sequence, not the
+    physics: response, layer fractions and the radial profile agree; each closes its energy balance.
+    """
+    e = np.full(16, 4096.0)
+    runs = {sc: simulate(tmp_path / f"{sc}.h5", e, seed=5, workers=1, progress=False, scoring=sc)
+            for sc in ("volumes", "steps")}
+    feats = {}
+    for sc, s in runs.items():
+        assert np.all(balance_ok(s.e_inc, s.balance, "gamma"))
+        assert sc in s.attrs["scoring"]
+        _, sh = read_calochallenge(s.path)
+        layers = GEO.layer_energies(sh)
+        img = GEO.layer_image(sh, 2).sum(axis=1)  # (N, n_r) of the EM middle layer
+        feats[sc] = (sh.sum(1) / e, layers / layers.sum(1, keepdims=True), img / img.sum(1, keepdims=True))
+    (r_v, l_v, p_v), (r_s, l_s, p_s) = feats["volumes"], feats["steps"]
+    err = math.hypot(r_v.std(), r_s.std()) / math.sqrt(len(e))
+    assert abs(r_v.mean() - r_s.mean()) < 4 * err + 1e-3
+    np.testing.assert_allclose(l_v.mean(0), l_s.mean(0), atol=0.02)
+    np.testing.assert_allclose(p_v.mean(0), p_s.mean(0), atol=0.02)
+    # but the step sequences differ (the scoring is not a no-op)
+    assert not np.array_equal(r_v, r_s)
 
 
 @needs_g4

@@ -83,6 +83,8 @@ DEFAULT_CHUNK_BYTES = 64 << 20
 
 _E_INC = "incident_energies"
 _SHOWERS = "showers"
+#: Optional per-event incidence angle (N, 1), written by ``fastsim simulate --angle`` (attribute ``units``).
+_ANGLES = "incident_angles"
 
 
 def _as_e_inc(e_inc: Any) -> np.ndarray:
@@ -141,6 +143,7 @@ class _Structure:
     n_showers: int = 0
     n_voxels: int = 0
     e_inc_2d: bool = True
+    has_angles: bool = False
 
 
 def _inspect(f: h5py.File, geometry: Geometry | None) -> _Structure:
@@ -178,6 +181,14 @@ def _inspect(f: h5py.File, geometry: Geometry | None) -> _Structure:
             st.problems.append(f"incident_energies has {ei.shape[0]} rows but showers has {sh.shape[0]}")
         elif sh.shape[0] == 0:
             st.problems.append("file holds no showers (N = 0)")
+    if _ANGLES in f:
+        an = f[_ANGLES]
+        if not isinstance(an, h5py.Dataset) or an.dtype.kind not in "fiu":
+            st.problems.append(f"{_ANGLES!r} is not a numeric dataset")
+        elif an.shape not in ((st.n_showers, 1), (st.n_showers,)):
+            st.problems.append(f"{_ANGLES} must have shape ({st.n_showers}, 1) like the showers, got {an.shape}")
+        else:
+            st.has_angles = True
     return st
 
 
@@ -220,6 +231,7 @@ class CaloFile:
         n_showers: N.
         n_voxels: V.
         attrs: the file's attributes (bytes decoded, numpy scalars as Python scalars).
+        has_angles: the file has the optional ``incident_angles`` dataset (:meth:`incident_angles`).
     """
 
     def __init__(self, path: str | os.PathLike, geometry: Geometry | str | None = None) -> None:
@@ -237,6 +249,7 @@ class CaloFile:
             raise
         self.n_showers = st.n_showers
         self.n_voxels = st.n_voxels
+        self.has_angles = st.has_angles
         self.attrs = decode_attrs(self._f.attrs)
         self._showers = self._f[_SHOWERS]
         self._e_inc = self._f[_E_INC]
@@ -262,6 +275,13 @@ class CaloFile:
     def incident_energies(self) -> np.ndarray:
         """All incident energies, float64 (N,) MeV (small: read whole)."""
         return _as_e_inc(self._e_inc[...])
+
+    def incident_angles(self) -> np.ndarray | None:
+        """All incidence angles, float64 (N,) in the dataset's ``units`` (degrees from
+        ``fastsim simulate``), or None when the file has no ``incident_angles`` dataset."""
+        if not self.has_angles:
+            return None
+        return np.asarray(self._f[_ANGLES][...], dtype=np.float64).reshape(-1)
 
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` as (e_inc (n,) float64 MeV, showers (n, V) float32 MeV)."""
@@ -581,6 +601,8 @@ class ShowerWriter:
                         self.path,
                         f"cannot append showers of {self.n_voxels} voxels to a file of {cf.n_voxels}",
                     )
+                if cf.has_angles:
+                    raise InputFileError(self.path, f"cannot append showers without {_ANGLES} to a file that has them")
                 # A copy can be appended to only if both datasets are chunked and resizable and
                 # incident_energies is (N, 1); otherwise the rows are rewritten into a new layout.
                 in_place = (
@@ -656,6 +678,15 @@ class ShowerWriter:
         self._rows.append(s)
         self._e_inc.resize(n0 + n, axis=0)
         self._e_inc[n0:, 0] = e
+
+    def add_dataset(self, name: str, data: np.ndarray, **attrs: Any) -> None:
+        """Write an extra per-event dataset (e.g. ``incident_angles`` (N, 1)) with ``attrs``, same compression."""
+        if self._closed:
+            raise ValueError("ShowerWriter is closed")
+        ds = self._f.create_dataset(name, data=np.asarray(data), compression=self._e_inc.compression,
+                                    compression_opts=self._e_inc.compression_opts)
+        for key, value in attrs.items():
+            ds.attrs[key] = _attr_value(value)
 
     def flush(self) -> None:
         """Wait until every whole chunk appended so far is compressed and written (timing)."""
@@ -966,7 +997,12 @@ def _validate_values(
         _accumulate(stats, e, info)
         if on_chunk is not None:
             on_chunk(lo, e, s, info)
-    return _value_problems(stats), stats
+    angle_problems = []
+    if st.has_angles:
+        bad = int(np.sum(~np.isfinite(np.asarray(f[_ANGLES][...], dtype=np.float64))))
+        if bad:
+            angle_problems.append(("angles", f"{_ANGLES} has {bad} non-finite values"))
+    return [*_value_problems(stats), *angle_problems], stats
 
 
 def validate_calochallenge(

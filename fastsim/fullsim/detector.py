@@ -11,9 +11,11 @@ detector frame: r = √(x² + y²), α = atan2(y, x) ∈ [-π, π).
 
 Scoring (all inside Geant4, read once per event): one ``G4MultiFunctionalDetector`` with a
 ``G4PSEnergyDeposit`` scorer indexed by the copy number of the volume the step starts in.
-Each active slab of layer ``i`` holds one daughter volume per voxel — a ``G4Tubs`` ring sector
-with the voxel's exact radial edges and α range — whose copy number is the flat voxel index, so
-non-uniform radial edges are respected exactly. The rest is scored under offset copy numbers:
+The active gaps are scored in one of two ways. ``steps`` (default): each gap is one plain volume
+whose sensitive detector is compiled code (:mod:`fastsim.fullsim.native`) putting each step's
+deposit into the voxel of the step's midpoint. ``volumes``: each active slab of layer ``i`` holds
+one daughter volume per voxel — a ``G4Tubs`` ring sector with the voxel's exact radial edges and
+α range — whose copy number is the flat voxel index. The rest is scored under offset copy numbers:
 active material beyond the last radial edge (``ACTIVE_OUTSIDE + i``), passive material of the
 layer (``PASSIVE + i``) and dead material in front of it (``DEAD + i``). Energy leaving the
 detector is counted by a small sensitive detector on the world volume (one step per escaping
@@ -246,7 +248,9 @@ def resolve_detector(name: str, geometry: Geometry) -> DetectorSpec:
 # --------------------------------------------------------------------------- Geant4 construction
 
 
-def build_geant4(g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any]) -> tuple[Any, dict[str, Any]]:
+def build_geant4(
+    g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any], voxel_volumes: bool = True
+) -> tuple[Any, dict[str, Any]]:
     """Create the Geant4 volumes of ``spec`` with the voxel sectors of ``geometry``.
 
     Args:
@@ -255,10 +259,15 @@ def build_geant4(g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any
         geometry: the binning; voxel copy numbers follow its flat voxel order.
         keep: list that receives every Geant4 object made here; the caller keeps it alive as long
             as the geometry is used (Python must not collect objects Geant4 still points to).
+        voxel_volumes: place one ring-sector daughter per voxel in each active gap (the
+            ``volumes`` scoring); False leaves the gaps plain, for the compiled step scorer
+            (:mod:`fastsim.fullsim.native`), which then owns the gap volumes.
 
     Returns:
-        (world physical volume, dict with ``scored`` — logical volumes that get the scoring
-        detector — ``world_lv`` and ``gun_z_mm``, the z of the particle's starting point).
+        (world physical volume, dict with ``scored`` — logical volumes that get the copy-number
+        scoring detector — ``gaps`` — per layer (active gap volume name, global z of the front and
+        back of the layer's sampling part in mm) — ``world_lv`` and ``gun_z_mm``, the z of the
+        particle's starting point).
     """
     spec.check(geometry)
     nist = g4.G4NistManager.Instance()
@@ -301,6 +310,7 @@ def build_geant4(g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any
     place(env_lv, world_lv, depth / 2, "Envelope", 0)
 
     scored: list[Any] = []
+    gaps: list[tuple[str, float, float]] = []
     z = -depth / 2  # envelope-local z of the stack's front face
     for i, (ls, ly) in enumerate(zip(spec.layers, geometry.layers, strict=True)):
         for j, slab in enumerate(ls.front):
@@ -316,16 +326,19 @@ def build_geant4(g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any
         # the active slab with its voxel sectors: one logical volume, placed once per cell
         act = next(s for s in ls.cell if s.active)
         gap_lv = logical(tubs(f"L{i}_active", 0, ls.radius_mm, act.thickness_mm / 2), act.material, f"L{i}_active")
-        scored.append(gap_lv)
-        dphi = 2 * math.pi / ly.n_alpha
-        for a in range(ly.n_alpha):
-            sphi, width = (0.0, 2 * math.pi) if ly.n_alpha == 1 else (-math.pi + a * dphi, dphi)
-            for r in range(ly.n_r):
-                copy = int(geometry.layer_offsets[i]) + a * ly.n_r + r
-                name = f"vox{copy}"
-                vlv = logical(tubs(name, ly.r_edges[r], ly.r_edges[r + 1], act.thickness_mm / 2, sphi, width), act.material, name)
-                place(vlv, gap_lv, 0.0, name, copy)
-                scored.append(vlv)
+        if voxel_volumes:
+            scored.append(gap_lv)
+        gaps.append((f"L{i}_active", z + depth / 2, z + depth / 2 + ls.thickness_mm))
+        if voxel_volumes:
+            dphi = 2 * math.pi / ly.n_alpha
+            for a in range(ly.n_alpha):
+                sphi, width = (0.0, 2 * math.pi) if ly.n_alpha == 1 else (-math.pi + a * dphi, dphi)
+                for r in range(ly.n_r):
+                    copy = int(geometry.layer_offsets[i]) + a * ly.n_r + r
+                    name = f"vox{copy}"
+                    vlv = logical(tubs(name, ly.r_edges[r], ly.r_edges[r + 1], act.thickness_mm / 2, sphi, width), act.material, name)
+                    place(vlv, gap_lv, 0.0, name, copy)
+                    scored.append(vlv)
         # other passive slabs (when a cell holds more than one passive material)
         others: dict[int, Any] = {}
         for k in range(ls.n_cells):
@@ -341,4 +354,4 @@ def build_geant4(g4: Any, spec: DetectorSpec, geometry: Geometry, keep: list[Any
                     place(others[j], layer_lv, zmid, f"L{i}_p{j}", PASSIVE + i)
                 zc += slab.thickness_mm
         z += ls.thickness_mm
-    return world_pv, {"scored": scored, "world_lv": world_lv, "gun_z_mm": -margin / 2}
+    return world_pv, {"scored": scored, "gaps": gaps, "world_lv": world_lv, "gun_z_mm": -margin / 2}

@@ -37,6 +37,20 @@ GUN_OFFSET_MM, GUN_PHI = 1e-3, 0.1234
 #: Columns of the per-event energy balance (MeV).
 BALANCE_COLUMNS = ("visible_voxels", "active_outside", "passive", "dead", "leakage")
 
+#: How the active gaps are scored: ``steps`` (default) — plain gap volumes, each step's deposit put
+#: into the voxel of its midpoint by compiled code (:mod:`fastsim.fullsim.native`); ``volumes`` —
+#: one Geant4 volume per voxel and gap, scored by copy number (exact voxel edges as geometry
+#: boundaries, ~1.5× slower). Only ``steps`` can centre the binning on an inclined particle's axis.
+SCORINGS = ("steps", "volumes")
+#: What each scoring does, as recorded in the output file's ``scoring`` attribute.
+SCORING_DESCRIPTIONS = {
+    "steps": "steps: plain active gaps; each step's energy deposit goes to the voxel of the step's midpoint "
+    "(Geometry.voxel_index rule), computed by a compiled Geant4 sensitive detector (fastsim.fullsim.native)",
+    "volumes": "volumes: one G4Tubs ring-sector volume per voxel in every active gap, scored by copy number",
+}
+#: Largest incidence angle accepted (degrees from the calorimeter's normal).
+MAX_ANGLE_DEG = 45.0
+
 
 def event_seed(seed: int, index: int) -> int:
     """The Geant4 engine seed of event ``index`` of a run with ``seed`` (63-bit, never 0)."""
@@ -112,15 +126,26 @@ class Application:
         particle: Geant4 particle name.
         physics: ``datafree``, ``stock`` or ``ftfp_bert`` (see :func:`choose_physics`).
         cut_mm: production cut in mm.
+        scoring: ``steps`` or ``volumes`` (:data:`SCORINGS`).
     """
 
-    def __init__(self, geometry: Geometry, detector: DetectorSpec, particle: str, physics: str, cut_mm: float = 0.7) -> None:
+    def __init__(
+        self, geometry: Geometry, detector: DetectorSpec, particle: str, physics: str, cut_mm: float = 0.7,
+        scoring: str = "steps",
+    ) -> None:
         from fastsim.fullsim.physics import make_physics_list
 
+        if scoring not in SCORINGS:
+            raise FastsimError(f"unknown scoring {scoring!r}; choose {' or '.join(SCORINGS)}")
         g4 = g4env.import_geant4()
         self.g4 = g4
         self.geometry, self.detector, self.particle, self.physics = geometry, detector, particle, physics
-        self.key = (geometry.to_json(), repr(detector), particle, physics, cut_mm)
+        self.scoring = scoring
+        self.key = (geometry.to_json(), repr(detector), particle, physics, cut_mm, scoring)
+        self._scorer: Any = None
+        self._angles: np.ndarray = np.zeros(0)
+        # the inclined particle's axis crosses the detector's z axis at the middle of the stack
+        self.pivot_z_mm = detector.depth_mm / 2
         self._keep: list[Any] = []
         self._voxels = np.zeros(geometry.n_voxels, dtype=np.float64)
         self._balance = np.zeros(len(BALANCE_COLUMNS), dtype=np.float64)
@@ -133,7 +158,7 @@ class Application:
 
         class Detector(g4.G4VUserDetectorConstruction):
             def Construct(self) -> Any:  # noqa: N802 - Geant4 interface
-                world, info = build_geant4(g4, detector, geometry, app._keep)
+                world, info = build_geant4(g4, detector, geometry, app._keep, voxel_volumes=scoring == "volumes")
                 app._info = info
                 return world
 
@@ -150,6 +175,12 @@ class Application:
                 self.SetSensitiveDetector(app._info["world_lv"], leak)
                 app._keep += [mfd, scorer, leak]
                 app._hc_id = sdm.GetCollectionID("calo/edep")
+                if scoring == "steps":
+                    from fastsim.fullsim.native import StepScorer
+
+                    app._scorer = StepScorer(g4, app._keep)
+                    for (name, z_lo, z_hi), ly in zip(app._info["gaps"], geometry.layers, strict=True):
+                        app._scorer.attach(name, np.asarray(ly.r_edges), ly.n_alpha, (z_lo, z_hi))
 
         class LeakageDetector(g4.G4VSensitiveDetector):
             """Counts and kills every particle that reaches the world volume (it left the detector)."""
@@ -180,7 +211,19 @@ class Application:
                 # 1 µm off the axis, inside an α sector: on the axis itself the particle would sit on
                 # the common edge of all sector volumes (Geant4 reports stuck tracks there)
                 x, y = GUN_OFFSET_MM * math.cos(GUN_PHI), GUN_OFFSET_MM * math.sin(GUN_PHI)
-                self.gun.SetParticlePosition(g4.G4ThreeVector(x * g4.mm, y * g4.mm, app._info["gun_z_mm"] * g4.mm))
+                z = app._info["gun_z_mm"]
+                angle = float(app._angles[i]) if len(app._angles) else 0.0
+                x0, y0, dxdz, dydz = app.axis(angle)
+                if angle != 0.0:
+                    # inclined in the x-z plane, starting on the axis (+ the 1 µm offset)
+                    theta = math.radians(angle)
+                    x += x0 + dxdz * z
+                    self.gun.SetParticleMomentumDirection(g4.G4ThreeVector(math.sin(theta), 0, math.cos(theta)))
+                else:
+                    self.gun.SetParticleMomentumDirection(g4.G4ThreeVector(0, 0, 1))
+                if app._scorer is not None:
+                    app._scorer.set_axis(x0, y0, dxdz, dydz)
+                self.gun.SetParticlePosition(g4.G4ThreeVector(x * g4.mm, y * g4.mm, z * g4.mm))
                 self.gun.SetParticleEnergy(float(app._energies[i]) * g4.MeV)
                 self.gun.GeneratePrimaryVertex(event)
 
@@ -207,6 +250,11 @@ class Application:
                         elif index >= ACTIVE_OUTSIDE:
                             app._balance[1] += edep
                             app._layer_sums[0, index - ACTIVE_OUTSIDE] += edep
+                if app._scorer is not None:
+                    vox, outside = app._scorer.read()
+                    app._voxels += vox
+                    app._balance[1] += outside.sum()
+                    app._layer_sums[0] += outside
                 app._balance[0] = app._voxels.sum()
                 app._results.append(
                     EventResult(
@@ -243,11 +291,36 @@ class Application:
         self.init_seconds = time.perf_counter() - t0
         self.geant4_version = g4env.geant4_version(g4)
 
-    def simulate(self, energies_mev: np.ndarray, seeds: list[int]) -> list[EventResult]:
-        """Simulate one event per entry of ``energies_mev`` (MeV), event ``k`` seeded with ``seeds[k]``."""
+    def axis(self, angle_deg: float) -> tuple[float, float, float, float]:
+        """The particle's nominal axis at incidence angle θ: (x0, y0, dx/dz, dy/dz), mm.
+
+        The particle travels in the x-z plane at θ from +z; its axis crosses x = y = 0 at
+        :attr:`pivot_z_mm` (the middle of the stack), so showers stay central at any angle. The
+        binning of every layer is centred on this axis in the plane of each deposit's depth:
+        x_axis(z) = (z − pivot) tan θ (at θ = 0 the z axis, as before).
+        """
+        t = math.tan(math.radians(angle_deg))
+        return -self.pivot_z_mm * t, 0.0, t, 0.0
+
+    def simulate(
+        self, energies_mev: np.ndarray, seeds: list[int], angles_deg: np.ndarray | None = None
+    ) -> list[EventResult]:
+        """Simulate one event per entry of ``energies_mev`` (MeV), event ``k`` seeded with ``seeds[k]``.
+
+        ``angles_deg`` (same length, optional): incidence angle of each event in degrees from the
+        calorimeter's normal (0 = along +z), in [0, :data:`MAX_ANGLE_DEG`]; needs ``steps`` scoring
+        unless all are 0.
+        """
         energies = np.asarray(energies_mev, dtype=np.float64)
         if len(seeds) != len(energies):
             raise ValueError("one seed per event is needed")
+        angles = np.zeros(len(energies)) if angles_deg is None else np.asarray(angles_deg, dtype=np.float64)
+        if angles.shape != energies.shape:
+            raise ValueError("one angle per event is needed")
+        check_angles(angles)
+        if self.scoring != "steps" and np.any(angles != 0):
+            raise FastsimError("incidence angles other than 0 need --scoring steps (voxel volumes are fixed on the z axis)")
+        self._angles = angles
         if len(energies) == 0:
             return []
         if not np.all(np.isfinite(energies)) or np.any(energies <= 0):
@@ -259,16 +332,21 @@ class Application:
             raise FastsimError(f"Geant4 returned {len(results)} events for {len(energies)} requested")
         return results
 
-    def check_voxel_mapping(self, points_per_layer: int = 200, seed: int = 0) -> tuple[int, int]:
+    def check_voxel_mapping(self, points_per_layer: int = 200, seed: int = 0, angle_deg: float = 0.0) -> tuple[int, int]:
         """Ask Geant4's navigator which volume random points of each active slab are in.
 
         Every point (r, α) in the first active slab of each layer must be in the volume whose copy
         number is :meth:`Geometry.voxel_index` of that point (or the layer's "active outside" volume
         beyond the last radial edge). Needs the geometry closed (call after :meth:`simulate`).
+        With ``steps`` scoring the compiled scorer of each layer is run on those points instead
+        (:meth:`fastsim.fullsim.native.StepScorer.voxel_of_points`), with the binning centred on the
+        axis of a particle at ``angle_deg`` (points around that axis at their own depth).
 
         Returns:
             (points checked, mismatches).
         """
+        if self._scorer is not None:
+            return self._check_step_scorer(points_per_layer, seed, angle_deg)
         g4 = self.g4
         nav = g4.G4TransportationManager.GetTransportationManager().GetNavigatorForTracking()
         rng = np.random.default_rng(seed)
@@ -291,21 +369,50 @@ class Application:
         return n, bad
 
 
+    def _check_step_scorer(self, points_per_layer: int, seed: int, angle_deg: float = 0.0) -> tuple[int, int]:
+        rng = np.random.default_rng(seed)
+        n = bad = 0
+        for i, ((_, lo, hi), ly) in enumerate(zip(self._info["gaps"], self.geometry.layers, strict=True)):
+            r = rng.uniform(0, ly.r_edges[-1] * 1.2, points_per_layer)
+            a = rng.uniform(-math.pi, math.pi, points_per_layer)
+            z = rng.uniform(lo, hi, points_per_layer)
+            x0, y0, tx, ty = self.axis(angle_deg)
+            self._scorer.set_axis(x0, y0, tx, ty)
+            pts = np.stack([x0 + tx * z + r * np.cos(a), y0 + ty * z + r * np.sin(a), z], axis=1)
+            expect = self.geometry.voxel_index(np.full(points_per_layer, i), r, a)
+            got = self._scorer.voxel_of_points(i, pts)
+            got[got >= 0] += int(self.geometry.layer_offsets[i])
+            n += points_per_layer
+            bad += int(np.sum(got != expect))
+        return n, bad
+
+
 _APP: Application | None = None
 
 
-def get_application(geometry: Geometry, detector: DetectorSpec, particle: str, physics: str, cut_mm: float = 0.7) -> Application:
+def get_application(
+    geometry: Geometry, detector: DetectorSpec, particle: str, physics: str, cut_mm: float = 0.7, scoring: str = "steps"
+) -> Application:
     """The process's application, created on first use; a different configuration is an error."""
     global _APP
-    key = (geometry.to_json(), repr(detector), particle, physics, cut_mm)
+    key = (geometry.to_json(), repr(detector), particle, physics, cut_mm, scoring)
     if _APP is None:
-        _APP = Application(geometry, detector, particle, physics, cut_mm)
+        _APP = Application(geometry, detector, particle, physics, cut_mm, scoring)
     elif _APP.key != key:
         raise FastsimError(
             "Geant4 can be configured once per process; this process already simulates another setup "
             "(run a new process, e.g. workers >= 1)"
         )
     return _APP
+
+
+def check_angles(angles_deg: np.ndarray) -> np.ndarray:
+    """Incidence angles as float64 degrees; raises :class:`FastsimError` outside [0, MAX_ANGLE_DEG]."""
+    a = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
+    bad = a[~np.isfinite(a) | (a < 0) | (a > MAX_ANGLE_DEG)]
+    if bad.size:
+        raise FastsimError(f"incidence angle {bad[0]:g} deg is outside [0, {MAX_ANGLE_DEG:g}] deg")
+    return a
 
 
 def balance_ok(e_inc: np.ndarray, balance: np.ndarray, particle: str, rel_tol: float = 1e-3) -> np.ndarray:

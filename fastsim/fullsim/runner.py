@@ -40,12 +40,22 @@ from fastsim.fullsim.calibration import (
     voxel_factors,
 )
 from fastsim.fullsim.detector import DetectorSpec, resolve_detector
-from fastsim.fullsim.engine import BALANCE_COLUMNS, canonical_particle, choose_physics, event_seed
+from fastsim.fullsim.engine import (
+    BALANCE_COLUMNS,
+    SCORING_DESCRIPTIONS,
+    SCORINGS,
+    canonical_particle,
+    check_angles,
+    choose_physics,
+    event_seed,
+)
 from fastsim.geometry import Geometry
 from fastsim.outputs import check_target, discard, publish, temporary_path
 
 #: Largest incident energy accepted (MeV): 100 TeV, as in the CaloChallenge file validation.
 MAX_ENERGY_MEV = 1e8
+#: The per-event incidence angle dataset written beside ``incident_energies`` (degrees, (N, 1)).
+ANGLES_DATASET = "incident_angles"
 #: Events a worker simulates per Geant4 run (between progress reports and shard appends).
 BLOCK_EVENTS = 16
 
@@ -103,12 +113,13 @@ def _worker_main(
     config: dict[str, Any],
     indices: np.ndarray,
     energies: np.ndarray,
+    angles: np.ndarray,
     shard_path: str,
     log_path: str,
     messages: Any,
     parent_pid: int,
 ) -> None:
-    """Worker process: simulate events ``indices`` (energies in MeV) into ``shard_path``."""
+    """Worker process: simulate events ``indices`` (energies in MeV, angles in degrees) into ``shard_path``."""
     import h5py
 
     code = 0
@@ -123,7 +134,7 @@ def _worker_main(
         t_start = time.perf_counter()
         geometry = Geometry.from_dict(config["geometry"])
         detector = resolve_detector(config["detector"], geometry)
-        app = Application(geometry, detector, config["particle"], config["physics"], config["cut_mm"])
+        app = Application(geometry, detector, config["particle"], config["physics"], config["cut_mm"], config["scoring"])
         messages.put(("init", wid, app.init_seconds, app.geant4_version, app.physics_description))
         n_vox = geometry.n_voxels
         with h5py.File(shard_path, "w") as f:
@@ -137,7 +148,8 @@ def _worker_main(
                     # the parent was killed: nobody will merge this shard, stop using the CPU
                     raise SystemExit("parent process is gone")
                 idx = indices[start : start + BLOCK_EVENTS]
-                res = app.simulate(energies[start : start + BLOCK_EVENTS], [event_seed(config["seed"], int(k)) for k in idx])
+                block = slice(start, start + BLOCK_EVENTS)
+                res = app.simulate(energies[block], [event_seed(config["seed"], int(k)) for k in idx], angles[block])
                 n0, n = d_sh.shape[0], len(res)
                 for d in (d_sh, d_bal, d_t, d_ls):
                     d.resize(n0 + n, axis=0)
@@ -172,7 +184,7 @@ def _tail(path: str, n: int = 8) -> str:
 
 
 def _run_workers(
-    config: dict[str, Any], energies: np.ndarray, workers: int, shard_dir: str, progress: bool
+    config: dict[str, Any], energies: np.ndarray, angles: np.ndarray, workers: int, shard_dir: str, progress: bool
 ) -> tuple[list[str], dict[str, Any]]:
     """Start the workers, follow their progress, return shard paths and run information."""
     from tqdm import tqdm
@@ -185,7 +197,7 @@ def _run_workers(
         idx = np.arange(wid, n, workers)
         shard = os.path.join(shard_dir, f"shard-{wid}.h5")
         log = os.path.join(shard_dir, f"worker-{wid}.log")
-        p = ctx.Process(target=_worker_main, args=(wid, config, idx, energies[idx], shard, log, messages, os.getpid()), daemon=True)
+        p = ctx.Process(target=_worker_main, args=(wid, config, idx, energies[idx], angles[idx], shard, log, messages, os.getpid()), daemon=True)
         procs.append(p)
         shards.append(shard)
         logs.append(log)
@@ -285,6 +297,8 @@ def simulate(
     energy_spec: str = "",
     discrete: bool = True,
     energy_scale: str = "em",
+    scoring: str = "steps",
+    angles: np.ndarray | None = None,
 ) -> SimulationSummary:
     """Simulate single particles with Geant4 and write a CaloChallenge HDF5 file (MeV).
 
@@ -310,6 +324,14 @@ def simulate(
             the fractions measured on this run's own showers; ``"active"``: the raw active-material
             deposits. Either way the fractions measured on this run are recorded
             (``sampling_fractions_this_run``).
+        scoring: ``"steps"`` (default: plain active gaps, each step's deposit put into the voxel of
+            its midpoint by compiled code) or ``"volumes"`` (one Geant4 volume per voxel and gap;
+            exact edges as geometry boundaries, ~1.5× slower); see :data:`engine.SCORINGS`.
+        angles: (N,) incidence angle of each event in degrees from the calorimeter's normal, in
+            [0, 45] (default: all 0); the binning of each layer is centred where the particle's
+            axis crosses the layer's middle. When given, the file gets an ``incident_angles``
+            (N, 1) dataset (degrees) beside ``incident_energies``. Angles other than 0 need
+            ``steps`` scoring.
 
     Returns:
         a :class:`SimulationSummary`.
@@ -324,6 +346,13 @@ def simulate(
     spec: DetectorSpec = resolve_detector(detector, geo)
     if seed < 0:
         raise FastsimError(f"seed must be >= 0, got {seed}")
+    if scoring not in SCORINGS:
+        raise FastsimError(f"unknown scoring {scoring!r}; choose {' or '.join(SCORINGS)}")
+    angle = np.zeros(len(e_inc)) if angles is None else check_angles(angles)
+    if angle.shape != e_inc.shape:
+        raise FastsimError(f"{len(angle)} incidence angles for {len(e_inc)} energies")
+    if scoring != "steps" and np.any(angle != 0):
+        raise FastsimError("incidence angles other than 0 need --scoring steps (voxel volumes are fixed on the z axis)")
     if energy_scale not in SCALES:
         raise FastsimError(f"unknown energy scale {energy_scale!r}; choose {' or '.join(SCALES)}")
     n = len(e_inc)
@@ -332,12 +361,12 @@ def simulate(
         if path is not None:
             check_target(path, overwrite)
     out_dir = os.path.dirname(os.path.abspath(output))
-    config = {"geometry": geo.to_dict(), "detector": detector, "particle": g4_particle, "physics": phys, "cut_mm": float(cut_mm), "seed": int(seed)}
+    config = {"geometry": geo.to_dict(), "detector": detector, "particle": g4_particle, "physics": phys, "cut_mm": float(cut_mm), "seed": int(seed), "scoring": scoring}
 
     t0 = time.perf_counter()
     shard_dir = tempfile.mkdtemp(prefix=f".{os.path.basename(output)}.shards-", dir=out_dir)
     try:
-        shards, info = _run_workers(config, e_inc, workers, shard_dir, progress)
+        shards, info = _run_workers(config, e_inc, angle, workers, shard_dir, progress)
         wall = time.perf_counter() - t0
         f_run, f_run_unc = _run_sampling_fractions(shards, n, geo)
         fractions, source = _chosen_fractions(energy_scale, spec, f_run, f_run_unc, n)
@@ -356,6 +385,8 @@ def simulate(
                         root_writer.append(e_inc[rows], sh)
                     balance[rows], seconds[rows] = bal, sec
                     e_tot[rows] = sh.sum(axis=1, dtype=np.float64)
+                if angles is not None:
+                    writer.add_dataset(ANGLES_DATASET, angle[:, None], units="deg", pivot_z_mm=spec.depth_mm / 2)
                 frac = balance / e_inc[:, None]
                 response = e_tot / e_inc
                 attrs = {
@@ -370,6 +401,7 @@ def simulate(
                     "cpu_count": os.cpu_count() or 1,
                     "n_showers": n,
                     "energy_spec": energy_spec,
+                    "scoring": SCORING_DESCRIPTIONS[scoring],
                     "units": UNITS[energy_scale],
                     **scale_attributes(energy_scale, fractions, source),
                     "sampling_fractions_this_run": json.dumps([_finite(x) for x in f_run]),
