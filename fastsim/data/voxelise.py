@@ -43,8 +43,6 @@ bit-identical results; without it the numpy passes run.
 from __future__ import annotations
 
 import math
-import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -338,10 +336,8 @@ def voxel_table(geometry: Geometry) -> VoxelTable:
 
 
 def _grid_tables(lookup: EdgeLookup) -> tuple:
-    """An EdgeLookup's grid as the compiled loops take it: (lo, 1/h, n_cells, cell counts, next edges),
-    with NaN for "no next edge" (+inf in the lookup): see the kernels' ``_grid_count``."""
-    nxt = np.where(np.isinf(lookup._next64), np.nan, lookup._next64)
-    return lookup.lo, 1.0 / lookup.h, float(lookup.n_cells), lookup.cell_value, nxt
+    """An EdgeLookup's grid as the compiled loops take it: (lo, 1/h, n_cells, cell counts, next edges)."""
+    return lookup.lo, 1.0 / lookup.h, float(lookup.n_cells), lookup.cell_value, lookup._next64
 
 
 # ---------------------------------------------------------------------------------------- frame
@@ -745,28 +741,25 @@ def _compiled_setup(
     p0 = impact.astype(ft)
     z_all = z if z is not None else np.zeros(0, dtype=ft)
     no_rows = np.zeros(0, dtype=np.int64)
-    no_z = np.zeros(0, dtype=ft)
-    # one zeroed (V + 1) float64 accumulator per thread, reused by every block (the kernel leaves it zeroed)
-    scratch: dict[int, np.ndarray] = defaultdict(lambda: np.zeros(geometry.n_voxels + 1))
     pi, two_pi = ft.type(math.pi), ft.type(_TWO_PI)
     n_vox = geometry.n_voxels
 
     def block(s, t, hits, rows, showers, outside, min_energy):
         m = hits.stop - hits.start
-        check = min_energy is not None
         u, v = np.empty(m, dtype=ft), np.empty(m, dtype=ft)
-        zb = z_all[hits] if len(z_all) else z_all
-        if not kern.frame(x[hits], y[hits], zb, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, check, u, v):
+        index, row = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
+        ok = kern.frame_and_radial_bins(
+            x[hits], y[hits], z_all[hits] if len(z_all) else z_all, no_rows if rows is None else rows,
+            rows is not None, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, *z_tables, *r_tables,
+            min_energy is not None,
+            -np.inf if min_energy is None else float(min_energy), energy[hits], u, v, index, row,
+        )  # fmt: skip
+        if not ok:
             raise InvalidHitsError("non-finite hit values or negative hit energies")
         angle = np.arctan2(v, u) if any_alpha else u  # numpy's float32 arctan2: see the kernels' docstring
-        n_out = kern.bins_and_deposit(
-            u, v, angle, any_alpha, zb if rows is None else no_z, no_rows if rows is None else rows,
-            rows is not None, counts[s:t], energy[hits], check, -np.inf if min_energy is None else float(min_energy),
-            *z_tables, *r_tables, n_alpha, tab.n_alpha_m1, tab.n_r, pi, two_pi, n_vox, showers[s:t],
-            outside[s:t], scratch[threading.get_ident()],
-        )  # fmt: skip
-        if n_out < 0:
-            raise InvalidHitsError("non-finite hit values or negative hit energies")
-        return int(n_out)
+        return int(kern.alpha_bins_and_deposit(
+            angle, any_alpha, index, row, counts[s:t], energy[hits], n_alpha, tab.n_alpha_m1,
+            tab.n_r, pi, two_pi, n_vox, showers[s:t], outside[s:t], np.zeros(n_vox + 1),
+        ))  # fmt: skip
 
     return block
