@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 
 from fastsim.geometry import Geometry
 from fastsim.metrics.calochallenge import apply_threshold, high_level_columns, high_level_vector, sparsity
-from fastsim.metrics.compare import _separation
+from fastsim.metrics.compare import histogram_pair, separation_power_counts
 from fastsim.metrics.shapes import shower_features
 
 __all__ = ["high_level_table", "high_level_separation"]
@@ -88,14 +88,9 @@ def high_level_separation(
     for k, name in enumerate(names):
         edges = np.unique(np.quantile(r[:, k], np.linspace(0.0, 1.0, n_bins + 1)))
         if len(edges) < 2:  # constant in the reference: the share of showers at that value
-            v = edges[0]
-            p = np.array([np.mean(g[:, k] == v), np.mean(g[:, k] != v)])
-            q = np.array([1.0, 0.0])
-        else:
-            # interior edges only: everything below the second edge lands in bin 0, above the
-            # last-but-one in the last bin (outliers of either sample are counted, not dropped)
-            p = np.bincount(np.searchsorted(edges[1:-1], g[:, k], side="right"), minlength=len(edges) - 1)
-            q = np.bincount(np.searchsorted(edges[1:-1], r[:, k], side="right"), minlength=len(edges) - 1)
-            p, q = p / p.sum(), q / q.sum()
-        per[name] = float(_separation(p, q))
+            counts_g = [np.sum(g[:, k] == edges[0]), np.sum(g[:, k] != edges[0])]
+            counts_r = [len(r), 0]
+        else:  # outliers of either sample counted in the edge bins, not dropped
+            counts_g, counts_r, _ = histogram_pair(g[:, k], r[:, k], edges, clip=True)
+        per[name] = separation_power_counts(counts_g, counts_r)
     return float(np.mean(list(per.values()))), per
