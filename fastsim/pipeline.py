@@ -194,14 +194,38 @@ def run_model(
     return report
 
 
+def _die_with_parent(parent: int) -> None:
+    """End this worker now if the demo (pid ``parent``) is already gone, and on Linux have the
+    kernel SIGKILL it when the demo dies later (``PR_SET_PDEATHSIG``).
+
+    The polling thread in :func:`_model_job` needs the GIL to notice, and a training loop busy in
+    h5py calls was seen to starve it for minutes; the kernel's signal needs nothing from Python.
+    Checked after the signal is armed: a demo killed while this worker was still starting would
+    otherwise be missed by both.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the polling thread remains
+    if os.getppid() != parent:
+        os._exit(3)
+
+
 def _model_job(model: str, mdir: Path, log: Path, threads: int, kwargs: dict[str, Any]) -> None:
     """:func:`run_model` in a worker process, its output (C level too) into ``log``; a failure
     leaves its one-line message as the log's last line and a non-zero exit status."""
+    import multiprocessing
     import threading
 
-    import torch
+    parent_process = multiprocessing.parent_process()  # the demo's pid as it was at spawn time
+    parent = parent_process.pid if parent_process is not None else os.getppid()
+    _die_with_parent(parent)
 
-    parent = os.getppid()
+    import torch
 
     def orphan_watch() -> None:  # the demo was killed (even SIGKILL): do not train on alone
         while True:
