@@ -495,9 +495,7 @@ class ListTensors:
 def hierarchical(geo: Geometry, **kw) -> WGANGP:
     model = make(WGANGP, geo, output="hierarchical", **kw)
     tensors = ListTensors(tiny_batches(geo))
-    model.fit_features(tensors)
-    if kw.get("output_init") == "mean_shower":
-        model.init_output_from_data(tensors)
+    model.prepare(tensors)  # what setup("fit") does with a data module's tensors
     return model
 
 
@@ -561,6 +559,59 @@ def test_hierarchical_trains_reloads_and_rejects_other_transforms(tmp_path, geo_
                transform={"class": "Chain", "transforms": [TRANSFORM, {"class": "LogTransform"}]})
     with pytest.raises(FastsimError, match="output must be"):
         make(WGANGP, geo_small, output="pixels")
+
+
+def test_hierarchical_voxel_noise_draws_voxels_around_the_shape(tmp_path, geo_small: Geometry) -> None:
+    torch.manual_seed(0)
+    model = hierarchical(geo_small, output_init="mean_shower", output_init_scale=0.01, voxel_noise=0.3)
+    gen, v = model.generator, geo_small.n_voxels
+    assert model.noise_dim == model.latent_dim + v
+    e_inc = torch.full((256,), 4 * E_MIN)
+    cond = model.conditions(e_inc)
+    z = torch.randn(256, model.latent_dim)
+    eps_a, eps_b = torch.randn(256, v), torch.randn(256, v)
+    r_a, fl_a, fv_a = gen.parts(torch.cat([z, eps_a], 1), cond)
+    r_b, fl_b, fv_b = gen.parts(torch.cat([z, eps_b], 1), cond)
+    # the per-voxel draws move voxels within their layer, never E_tot or the layer energies
+    torch.testing.assert_close(r_a, r_b)
+    torch.testing.assert_close(fl_a, fl_b)
+    for a, b in gen.layer_slices:
+        torch.testing.assert_close(fv_a[:, a:b].sum(1), torch.ones(256))
+    assert float((fv_a - fv_b).abs().max().detach()) > 1e-3
+    # at the start σ_v = 0.3: log(f_a / f_b) within a layer is σ·(ε_a − ε_b) up to a per-event constant
+    a, b = gen.layer_slices[0]
+    d = (fv_a[:, a:b].log() - fv_b[:, a:b].log()) - (eps_a[:, a:b] - eps_b[:, a:b]) * 0.3
+    assert float((d - d.mean(1, keepdim=True)).abs().max()) < 0.05
+    # the widths are learned: a loss on the voxels reaches the σ outputs (reparameterised draw)
+    x = gen(torch.cat([z, eps_a], 1), cond)
+    (g,) = torch.autograd.grad((x[:, a:b] ** 2).sum(), gen.last_linear().bias)
+    assert float(g[1 + gen.n_layers + v :].abs().sum()) > 0
+    # trains, reloads, generates reproducibly with the wider noise
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+    with pytest.raises(FastsimError, match="voxel_noise .* needs output: hierarchical"):
+        make(WGANGP, geo_small, voxel_noise=0.3)
+    with pytest.raises(FastsimError, match="voxel_noise"):
+        make(WGANGP, geo_small, output="hierarchical", voxel_noise=-1.0)
+
+
+def test_prepare_takes_what_the_model_needs_from_the_tensors(tmp_path, geo_small: Geometry) -> None:
+    """Explicit data: prepare(tensors) fits the features, starts the output at the mean shower and
+    records the energy scale, so a plain DataLoader trains it (setup has nothing left to fetch)."""
+    model = make(WGANGP, geo_small, output="hierarchical", output_init="mean_shower", critic_features="energy")
+    assert model.needs_training_data() and model.energy_scale == ""
+    tensors = ListTensors(tiny_batches(geo_small))
+    tensors.attrs = {"energy_scale": "em", "readout_threshold": 0.0}
+    model.prepare(tensors)
+    assert not model.needs_training_data() and model.features.is_fitted and model.energy_scale == "em"
+    bias = model.generator.last_linear().bias.detach().clone()
+    model.prepare(tensors)  # once: a second call keeps the (possibly trained) weights
+    torch.testing.assert_close(model.generator.last_linear().bias, bias)
+    trainer = fit(model, geo_small, str(tmp_path))
+    assert trainer.global_step > 0
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    assert torch.load(ckpt, weights_only=False)["fastsim_energy_scale"] == "em"
 
 
 def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) -> None:

@@ -179,20 +179,32 @@ class ShowerGeneratorModule(L.LightningModule):
         return [] if self.features is None else [self.features]
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and any(not m.is_fitted for m in self.feature_modules()):
-            self.fit_features(
-                self._training_tensors(
-                    f"{type(self).__name__}'s energy features need the training data to fit their "
-                    "statistics: train with a ShowerDataModule, or call model.fit_features(tensors) first"
-                )
+        # the one place a model looks at its data module: everything else comes through prepare()
+        if stage != "fit":
+            return
+        tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
+        if tensors is not None:
+            self.prepare(tensors)
+        elif self.needs_training_data():
+            raise FastsimError(
+                f"{type(self).__name__}'s energy features need the training data to fit their statistics "
+                "(and its output init the mean shower): train with a ShowerDataModule, or call "
+                "model.prepare(tensors) first"
             )
 
-    def _training_tensors(self, problem: str) -> Any:
-        """The data module's :class:`TrainingTensors`; ``FastsimError(problem)`` without one."""
-        tensors = getattr(self.trainer.datamodule, "tensors", None) if self._trainer else None
-        if tensors is None:
-            raise FastsimError(problem)
-        return tensors
+    def needs_training_data(self) -> bool:
+        """Whether a fit must see the training tensors first (:meth:`prepare`): unfitted features."""
+        return any(not m.is_fitted for m in self.feature_modules())
+
+    def prepare(self, tensors: Any) -> None:
+        """Take from the training tensors (a :class:`TrainingTensors`: ``read``, ``attrs``, ``len``)
+        what the model needs before its first step: the energy features' statistics (fitted once;
+        a resumed or reloaded model keeps its own) and the showers' energy scale, saved in every
+        checkpoint. ``setup("fit")`` calls it with the data module's tensors; call it yourself to
+        train or test without one."""
+        if any(not m.is_fitted for m in self.feature_modules()):
+            self.fit_features(tensors)
+        self._energy_scale = str(getattr(tensors, "attrs", {}).get("energy_scale", "") or "")
 
     def fit_features(self, tensors: Any, rows: int = 1 << 16) -> None:
         """Fit the energy features' per-energy statistics on a :class:`TrainingTensors` file,
@@ -251,10 +263,8 @@ class ShowerGeneratorModule(L.LightningModule):
     @property
     def energy_scale(self) -> str:
         """The energy scale of the showers it was trained on (``"em"``, ``"active"``, or ``""``
-        where the training files did not say): its generated showers are on the same scale."""
-        if not getattr(self, "_energy_scale", "") and self._trainer is not None:
-            tensors = getattr(self.trainer.datamodule, "tensors", None)
-            self._energy_scale = str(getattr(tensors, "attrs", {}).get("energy_scale", "") or "")
+        where the training files did not say, or before :meth:`prepare`): its generated showers are
+        on the same scale."""
         return getattr(self, "_energy_scale", "")
 
     # ------------------------------------------------------------------ logging and divergence

@@ -111,6 +111,13 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
     _positive(hp, "output_init_scale")
     _choice(hp, "output", ("voxels", "hierarchical"))
     _positive(hp, "readout_threshold", allow_zero=True)
+    _positive(hp, "voxel_noise", allow_zero=True)
+    if hp["voxel_noise"] > 0 and hp["output"] != "hierarchical":
+        raise HyperparameterError(
+            "voxel_noise",
+            f"{hp['voxel_noise']:g} needs output: hierarchical (it draws the voxel fractions of its "
+            f"per-layer softmax), got output: {hp['output']!r}",
+        )
     _choice(hp, "critic_voxels", ("model", "log"))
     _positive(hp, "critic_log_scale")
 

@@ -73,6 +73,11 @@ class WGANGP(ShowerGeneratorModule):
             per energy, softmax layer fractions, softmax voxel fractions per layer; positive and
             energy-consistent by construction; needs the DivideByIncident transform; its E_tot/E_inc
             statistics are fitted at ``setup("fit")`` and saved in the checkpoint).
+        voxel_noise: with "hierarchical" and > 0, the generator also emits a width σ_v per voxel and
+            draws each voxel fraction log-normally around its shape, renormalised per layer (Geant4's
+            voxels fluctuate independently; a function of 50 latent numbers cannot); the value is
+            σ_v at the start (with ``output_init: mean_shower``); 0: deterministic fractions.
+            The noise input widens to ``latent_dim + V`` (:attr:`noise_dim`).
         readout_threshold: with "hierarchical", voxels below this energy (MeV) are set to 0, as a
             detector's readout does (straight-through gradient in training); 0: no threshold.
         critic_voxels: what the critic sees of the voxels: "model" (model space, e.g. fractions of
@@ -111,6 +116,7 @@ class WGANGP(ShowerGeneratorModule):
         output_init_scale: float = 0.01,
         output: Output = "voxels",
         readout_threshold: float = 0.0,
+        voxel_noise: float = 0.0,
         critic_voxels: CriticVoxels = "model",
         critic_log_scale: float = 1.0,
         seed: int = 0,
@@ -172,6 +178,7 @@ class WGANGP(ShowerGeneratorModule):
                 self.hparams["generator_hidden"],
                 generator_activation,
                 readout_threshold,
+                voxel_noise=voxel_noise > 0,
             )
         else:
             self.generator = Generator(
@@ -192,12 +199,17 @@ class WGANGP(ShowerGeneratorModule):
         self.automatic_optimization = False
         self._output_initialised = False  # a second fit() of the same object keeps its weights
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if stage == "fit" and self.hparams.output == "hierarchical" and self._trainer is not None:
-            data_threshold = float(
-                getattr(getattr(self.trainer.datamodule, "tensors", None), "attrs", {}).get("readout_threshold", 0.0)
-            )
+    def needs_training_data(self) -> bool:
+        mean_init = self.hparams.output_init == "mean_shower" and not self._output_initialised
+        return super().needs_training_data() or mean_init
+
+    def prepare(self, tensors: Any) -> None:
+        """As :meth:`ShowerGeneratorModule.prepare`, and: warn when the tensors' readout threshold
+        (prep-train --threshold) differs from the generator's; start the generator's output at the
+        mean training shower with ``output_init: mean_shower`` (once: trained weights are kept)."""
+        super().prepare(tensors)
+        if self.hparams.output == "hierarchical":
+            data_threshold = float(getattr(tensors, "attrs", {}).get("readout_threshold", 0.0))
             if data_threshold != float(self.hparams.readout_threshold):
                 # the critic would tell the two apart by the smallest voxels alone
                 rank_zero_warn(
@@ -205,11 +217,7 @@ class WGANGP(ShowerGeneratorModule):
                     f"but the generator's readout_threshold is {self.hparams.readout_threshold:g} MeV: "
                     "set model.init_args.readout_threshold to the same value"
                 )
-        if stage == "fit" and self.hparams.output_init == "mean_shower" and not self._output_initialised:
-            tensors = self._training_tensors(
-                "output_init: mean_shower needs the training data: train with a ShowerDataModule, "
-                "or call model.init_output_from_data(tensors) first"
-            )
+        if self.hparams.output_init == "mean_shower" and not self._output_initialised:
             # on resume the checkpoint's weights replace these right after setup
             self.init_output_from_data(tensors)
 
@@ -224,7 +232,11 @@ class WGANGP(ShowerGeneratorModule):
         for start in range(0, len(tensors), rows):
             total += torch.from_numpy(tensors.read(start, start + rows)["x"]).double().sum(dim=0)
         if isinstance(self.generator, HierarchicalGenerator):
-            self.generator.init_from_mean(total / max(1, len(tensors)), self.hparams.output_init_scale)
+            self.generator.init_from_mean(
+                total / max(1, len(tensors)),
+                self.hparams.output_init_scale,
+                sigma=float(self.hparams.get("voxel_noise", 0.0)) or 0.5,
+            )
             self._output_initialised = True
             return
         last = self.generator.last_linear()
@@ -235,6 +247,11 @@ class WGANGP(ShowerGeneratorModule):
     def feature_modules(self) -> list[torch.nn.Module]:
         extra = [self.generator.total] if isinstance(self.generator, HierarchicalGenerator) else []
         return super().feature_modules() + extra
+
+    @property
+    def noise_dim(self) -> int:
+        """``latent_dim``, plus one draw per voxel with ``voxel_noise``."""
+        return self.latent_dim + (self.n_voxels if self.hparams.get("voxel_noise", 0.0) > 0 else 0)
 
     def decoder_network(self) -> Generator | HierarchicalGenerator:
         return self.generator
@@ -263,7 +280,7 @@ class WGANGP(ShowerGeneratorModule):
         """
         hp = self.hparams
         n = x.shape[0]
-        z = torch.randn(n, hp.latent_dim, device=self.device, generator=rng)
+        z = torch.randn(n, self.noise_dim, device=self.device, generator=rng)
         e = self._batch_energies(cond, e_inc)
         with torch.no_grad():
             fake = self.critic_input(self.generator(z, cond), cond, e)
@@ -288,7 +305,7 @@ class WGANGP(ShowerGeneratorModule):
         self, cond: Tensor, rng: torch.Generator | None = None, e_inc: Tensor | None = None
     ) -> Tensor:
         """Generator loss ``−mean h(G(z))`` for fresh noise at the batch's conditions (n, C)."""
-        z = torch.randn(cond.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
+        z = torch.randn(cond.shape[0], self.noise_dim, device=self.device, generator=rng)
         fake = self.critic_input(self.generator(z, cond), cond, self._batch_energies(cond, e_inc))
         return generator_loss(self.critic(fake, cond))
 
@@ -337,7 +354,7 @@ class WGANGP(ShowerGeneratorModule):
         e = self._batch_energies(cond, batch.get("e_inc"))
         # the same noise at every validation, so epochs are compared on equal terms
         rng = self.step_generator(VALIDATION_STREAM, batch_idx)
-        z = torch.randn(x.shape[0], self.hparams.latent_dim, device=self.device, generator=rng)
+        z = torch.randn(x.shape[0], self.noise_dim, device=self.device, generator=rng)
         fake = self.critic_input(self.generator(z, cond), cond, e)
         w = self.critic(self.critic_input(x, cond, e), cond).mean() - self.critic(fake, cond).mean()
         self.log("val/wasserstein", w, on_epoch=True, batch_size=x.shape[0], sync_dist=True)

@@ -9,6 +9,7 @@ output for one event depend on the others, which breaks the per-event gradient p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -84,6 +85,14 @@ class HierarchicalGenerator(nn.Module):
     every shower is non-negative, its layers sum to ``r`` and ``r`` is bounded by ``m + u_max·s``
     (``m``, ``s``: mean and standard deviation of E_tot/E_inc at the condition, from ``total``).
 
+    A deterministic function of 50 latent numbers makes smooth showers, where Geant4's voxels
+    fluctuate independently around their shower's shape. With ``voxel_noise`` the network also
+    emits a log-width ``log σ_v`` per voxel and draws ``f_v = softmax(logit_v + σ_v·ε_v)`` per layer,
+    ``ε_v ~ N(0, 1)`` read from the noise input (``z`` is then ``latent_dim + V`` wide, so
+    generation stays a deterministic function of its inputs: seeds and ONNX export unchanged): a
+    log-normal fluctuation of every voxel, renormalised within its layer, with widths the critic
+    teaches (reparameterised: the gradient reaches σ).
+
     A softmax is never zero, Geant4 showers are sparse: with ``threshold > 0`` (MeV) a voxel below
     it is set to 0, as a detector's readout does. The forward value is exactly the thresholded
     shower; in training its gradient passes the threshold unchanged (straight-through), so the
@@ -101,8 +110,9 @@ class HierarchicalGenerator(nn.Module):
         act: hidden activation.
         threshold: readout threshold in MeV (0: none).
         u_max: bound of ``|u|`` (in standard deviations of E_tot/E_inc).
+        voxel_noise: emit per-voxel widths σ_v and draw the voxel fractions (see above).
 
-    Shapes: z (n, latent_dim), cond (n, n_conditions) -> (n, V).
+    Shapes: z (n, latent_dim [+ V with voxel_noise]), cond (n, n_conditions) -> (n, V).
     """
 
     def __init__(
@@ -116,12 +126,16 @@ class HierarchicalGenerator(nn.Module):
         act: str = "swish",
         threshold: float = 0.0,
         u_max: float = 6.0,
+        voxel_noise: bool = False,
     ) -> None:
         super().__init__()
         self.layer_slices = [(int(a), int(b)) for a, b in layer_slices]
         self.n_layers = len(self.layer_slices)
         self.n_voxels = self.layer_slices[-1][1]
-        self.net = MLP(latent_dim + n_conditions, hidden, 1 + self.n_layers + self.n_voxels, act=act)
+        self.latent_dim = int(latent_dim)
+        self.voxel_noise = bool(voxel_noise)
+        n_out = 1 + self.n_layers + self.n_voxels * (2 if self.voxel_noise else 1)
+        self.net = MLP(latent_dim + n_conditions, hidden, n_out, act=act)
         self.total = total
         self.condition = condition
         self.threshold = float(threshold)
@@ -133,11 +147,15 @@ class HierarchicalGenerator(nn.Module):
 
     def parts(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``r`` (n,) = E_tot/E_inc, layer fractions (n, L), voxel fractions within each layer (n, V)."""
-        h = self.net(torch.cat([z, cond], dim=1))
+        h = self.net(torch.cat([z[:, : self.latent_dim], cond], dim=1))
         u = self.u_max * torch.tanh(h[:, :1] / self.u_max)
         r = torch.clamp(self.total.destandardise(u, cond[:, 0])[:, 0], min=0.0)
         f_layer = torch.softmax(h[:, 1 : 1 + self.n_layers], dim=1)
-        logits = h[:, 1 + self.n_layers :]
+        a = 1 + self.n_layers
+        logits = h[:, a : a + self.n_voxels]
+        if self.voxel_noise:  # σ in (0, 20]: a bounded log-width keeps exp finite
+            sigma = 20.0 * torch.sigmoid(h[:, a + self.n_voxels :] - math.log(19.0))
+            logits = logits + sigma * z[:, self.latent_dim : self.latent_dim + self.n_voxels]
         f_vox = torch.cat([torch.softmax(logits[:, a:b], dim=1) for a, b in self.layer_slices], dim=1)
         return r, f_layer, f_vox
 
@@ -151,9 +169,12 @@ class HierarchicalGenerator(nn.Module):
         return x
 
     @torch.no_grad()
-    def init_from_mean(self, mean_fractions: Tensor, scale: float, eps: float = 1e-6) -> None:
-        """Start at the mean shower: last-layer bias = (0, log layer fractions, log voxel fractions),
-        weights × ``scale``. ``mean_fractions`` (V,): the mean training shower over E_inc."""
+    def init_from_mean(
+        self, mean_fractions: Tensor, scale: float, eps: float = 1e-6, sigma: float = 0.5
+    ) -> None:
+        """Start at the mean shower: last-layer bias = (0, log layer fractions, log voxel fractions
+        [, the bias that gives σ_v = ``sigma``]), weights × ``scale``. ``mean_fractions`` (V,): the
+        mean training shower over E_inc."""
         last = [m for m in self.net if isinstance(m, nn.Linear)][-1]
         m = mean_fractions.double().clamp(min=0)
         e_layer = torch.stack([m[a:b].sum() for a, b in self.layer_slices])
@@ -163,7 +184,11 @@ class HierarchicalGenerator(nn.Module):
             p = m[a:b] + eps * m[a:b].sum() / (b - a) + 1e-30
             f_vox.append(p / p.sum())
         f_vox = torch.cat(f_vox)
-        bias = torch.cat([torch.zeros(1, dtype=torch.float64), f_layer.log(), f_vox.log()])
+        parts = [torch.zeros(1, dtype=torch.float64), f_layer.log(), f_vox.log()]
+        if self.voxel_noise:  # inverse of σ = 20·sigmoid(b − log 19)
+            q = min(max(sigma / 20.0, 1e-6), 1 - 1e-6)
+            parts.append(torch.full((self.n_voxels,), math.log(q / (1 - q)) + math.log(19.0), dtype=torch.float64))
+        bias = torch.cat(parts)
         last.bias.copy_(bias.to(last.bias))
         last.weight.mul_(scale)
 
