@@ -9,6 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
+from conftest import toy_showers
 
 from fastsim.data.hdf5 import (
     NEGATIVE_TOLERANCE_MEV,
@@ -22,16 +23,17 @@ from fastsim.data.hdf5 import (
 from fastsim.errors import InputFileError
 from fastsim.geometry import Geometry
 
-V = 60  # geo_small: 3 layers x 4 alpha x 5 r
+GEO = Geometry.regular(3, 4, [0, 5, 10, 20, 50, 100], name="small")
+V = GEO.n_voxels  # 3 layers x 4 alpha x 5 r = 60
 
 
 def _showers(rng: np.random.Generator, n: int, v: int = V) -> tuple[np.ndarray, np.ndarray]:
-    """Physically plausible showers: E_inc log-uniform 1-100 GeV, deposits ~90 % of it."""
-    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
-    frac = rng.dirichlet(np.ones(v), size=n)
-    s = (frac * (0.9 * e)[:, None]).astype(np.float32)
-    s[rng.random(s.shape) < 0.3] = 0.0
-    return e, s
+    """conftest's toy showers on the small geometry (30 % of the voxels empty, ~90 % of E_inc
+    deposited) at incident energies log-uniform in 1–100 GeV; ``v > V`` appends empty voxels
+    (a file of another geometry)."""
+    energies = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
+    e, s = toy_showers(GEO, n, int(rng.integers(2**31)), energies, empty=0.3)
+    return e, np.pad(s, ((0, 0), (0, v - V)))
 
 
 def _raw(path, e, s, **kw) -> str:
@@ -369,10 +371,8 @@ def test_output_directory_must_exist(tmp_path, rng):
     with pytest.raises(InputFileError, match="does not exist"):
         write_calochallenge(tmp_path / "no" / "a.h5", e, s)
 
-
 # --------------------------------------------------------------------------- validation
 
-GEO = Geometry.regular(3, 4, [0, 5, 10, 20, 50, 100], name="small")
 
 
 def _expect(path, *fragments, geometry=GEO):
