@@ -371,8 +371,8 @@ def test_output_directory_must_exist(tmp_path, rng):
     with pytest.raises(InputFileError, match="does not exist"):
         write_calochallenge(tmp_path / "no" / "a.h5", e, s)
 
-# --------------------------------------------------------------------------- validation
 
+# --------------------------------------------------------------------------- validation
 
 
 def _expect(path, *fragments, geometry=GEO):
