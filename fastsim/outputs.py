@@ -12,6 +12,7 @@ The one place for "write under a temporary name, publish when complete, refuse o
   :class:`~fastsim.errors.InputFileError`); commands check earlier still with
   :func:`check_output_file` or :func:`check_output_dir`.
 - :func:`remove_stale_partials` removes what killed writers left behind.
+- :func:`read_json` reads back what :func:`write_json` wrote, with one-line errors.
 
 Every command that writes checks its outputs first with :func:`check_output_file` or
 :func:`check_output_dir`, so a typo in ``-o`` costs no computing and is one line: an existing
@@ -44,6 +45,7 @@ __all__ = [
     "jsonable",
     "publish",
     "publish_dir",
+    "read_json",
     "remove_stale_partials",
     "temporary_dir",
     "temporary_path",
@@ -319,3 +321,20 @@ def write_json(path: str | os.PathLike, data: Any, overwrite: bool = True) -> No
     """Write strict JSON (:func:`jsonable`: NaN/inf as null) to ``path`` through :func:`atomic_output`."""
     text = json.dumps(jsonable(data), indent=1, allow_nan=False)
     write_text(path, text + "\n", overwrite)
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """The JSON content of a file :func:`write_json` wrote; ``what`` names the file in the errors.
+
+    Raises:
+        InputFileError: ``"<what> not found"``, or ``"not readable JSON <what> (<reason>)"``.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise InputFileError(path, f"{what} not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise InputFileError(path, f"not readable JSON {what} ({type(err).__name__}: {err})") from None
+

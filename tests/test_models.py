@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import trainer_kwargs
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -48,20 +49,9 @@ def make(cls: type, geo: Geometry, **kw) -> L.LightningModule:
 
 
 def fit(model: L.LightningModule, geo: Geometry, root: str, **trainer_kw) -> L.Trainer:
+    """One short epoch (conftest's shrunk trainer) on :func:`tiny_batches`, writing a checkpoint."""
     data = tiny_batches(geo)
-    kw = dict(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        log_every_n_steps=1,
-    )
-    kw.update(trainer_kw)
+    kw = trainer_kwargs(default_root_dir=root, log_every_n_steps=1, enable_checkpointing=True, **trainer_kw)
     trainer = L.Trainer(**kw)
     trainer.fit(model, DataLoader(data, batch_size=None), DataLoader(data, batch_size=None))
     return trainer

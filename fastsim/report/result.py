@@ -25,13 +25,13 @@ not apply). All three are read; anything else is refused with a one-line
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from fastsim.errors import InputFileError
+from fastsim.outputs import read_json
 
 __all__ = [
     "FORMAT",
@@ -567,14 +567,7 @@ def load_result(path: str | os.PathLike) -> BenchmarkResult:
         InputFileError: the file is missing, not JSON, or not a readable benchmark result.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise InputFileError(path, "metrics.json not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise InputFileError(path, f"not readable JSON ({err})") from None
-    return BenchmarkResult.from_json(data, source=path)
+    return BenchmarkResult.from_json(read_json(path, "metrics.json"), source=path)
 
 
 def as_result(results: BenchmarkResult | dict[str, Any]) -> BenchmarkResult:

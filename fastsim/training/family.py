@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastsim.errors import FastsimError, InputFileError
+from fastsim.outputs import read_json
 
 __all__ = [
     "INDEX_FORMAT",
@@ -260,13 +261,7 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
         InputFileError: missing, not JSON, or not a family index.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputFileError(path, "family index not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as err:
-        raise InputFileError(path, f"not a readable JSON family index ({type(err).__name__})") from None
+    data = read_json(path, "family index")
     if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
         raise InputFileError(path, f"not a family index (no format {INDEX_FORMAT!r})")
     if not isinstance(data.get("slices"), list) or not isinstance(data.get("trained"), dict):
