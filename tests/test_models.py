@@ -586,6 +586,31 @@ def test_hierarchical_voxel_noise_draws_voxels_around_the_shape(tmp_path, geo_sm
         make(WGANGP, geo_small, output="hierarchical", voxel_noise=-1.0)
 
 
+def test_hierarchical_energy_noise_draws_the_total_energy(geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", output_init_scale=0.01, voxel_noise=0.3,
+                         energy_noise=True)
+    gen, v = model.generator, geo_small.n_voxels
+    assert model.noise_dim == model.latent_dim + v + 1
+    e_inc = torch.full((4000,), 4 * E_MIN)
+    cond = model.conditions(e_inc)
+    z = model.sample_noise(4000, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        r, fl, fv = gen.parts(z, cond)
+        z2 = z.clone()
+        z2[:, -1] = torch.randn(4000, generator=torch.Generator().manual_seed(4))
+        r2, fl2, fv2 = gen.parts(z2, cond)
+    # the last column moves E_tot/E_inc only; at the start σ_u = 1: the training spread at that energy
+    torch.testing.assert_close(fl, fl2)
+    torch.testing.assert_close(fv, fv2)
+    assert float((r - r2).abs().max()) > 0
+    spread = gen.total.destandardise(torch.ones(1, 1), cond[:1, 0]) - gen.total.destandardise(
+        torch.zeros(1, 1), cond[:1, 0]
+    )
+    assert float(r.std()) == pytest.approx(float(spread), rel=0.1)
+    with pytest.raises(FastsimError, match="energy_noise needs output: hierarchical"):
+        make(WGANGP, geo_small, energy_noise=True)
+
+
 def test_prepare_takes_what_the_model_needs_from_the_tensors(tmp_path, geo_small: Geometry) -> None:
     """Explicit data: prepare(tensors) fits the features, starts the output at the mean shower and
     records the energy scale, so a plain DataLoader trains it (setup has nothing left to fetch)."""

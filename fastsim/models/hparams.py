@@ -118,6 +118,10 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
             f"{hp['voxel_noise']:g} needs output: hierarchical (it draws the voxel fractions of its "
             f"per-layer softmax), got output: {hp['output']!r}",
         )
+    if hp["energy_noise"] not in (True, False):
+        raise HyperparameterError("energy_noise", f"must be true or false, got {hp['energy_noise']!r}")
+    if hp["energy_noise"] and hp["output"] != "hierarchical":
+        raise HyperparameterError("energy_noise", f"needs output: hierarchical, got output: {hp['output']!r}")
     _choice(hp, "critic_voxels", ("model", "log"))
     _positive(hp, "critic_log_scale")
 

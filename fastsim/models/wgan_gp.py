@@ -78,6 +78,9 @@ class WGANGP(ShowerGeneratorModule):
             voxels fluctuate independently; a function of 50 latent numbers cannot); the value is
             σ_v at the start (with ``output_init: mean_shower``); 0: deterministic fractions.
             The noise input widens to ``latent_dim + V`` (:attr:`noise_dim`).
+        energy_noise: with "hierarchical", the generator also emits a width σ_u and draws its
+            standardised E_tot/E_inc around the network's value (one more noise column; starts at
+            σ_u = 1, Geant4's spread at every energy).
         readout_threshold: with "hierarchical", voxels below this energy (MeV) are set to 0, as a
             detector's readout does (straight-through gradient in training); 0: no threshold.
         critic_voxels: what the critic sees of the voxels: "model" (model space, e.g. fractions of
@@ -117,6 +120,7 @@ class WGANGP(ShowerGeneratorModule):
         output: Output = "voxels",
         readout_threshold: float = 0.0,
         voxel_noise: float = 0.0,
+        energy_noise: bool = False,
         critic_voxels: CriticVoxels = "model",
         critic_log_scale: float = 1.0,
         seed: int = 0,
@@ -179,6 +183,7 @@ class WGANGP(ShowerGeneratorModule):
                 generator_activation,
                 readout_threshold,
                 voxel_noise=voxel_noise > 0,
+                energy_noise=bool(energy_noise),
             )
         else:
             self.generator = Generator(
@@ -250,8 +255,9 @@ class WGANGP(ShowerGeneratorModule):
 
     @property
     def noise_dim(self) -> int:
-        """``latent_dim``, plus one draw per voxel with ``voxel_noise``."""
-        return self.latent_dim + (self.n_voxels if self.hparams.get("voxel_noise", 0.0) > 0 else 0)
+        """``latent_dim``, plus one draw per voxel with ``voxel_noise`` and one with ``energy_noise``."""
+        voxels = self.n_voxels if self.hparams.get("voxel_noise", 0.0) > 0 else 0
+        return self.latent_dim + voxels + int(bool(self.hparams.get("energy_noise", False)))
 
     def decoder_network(self) -> Generator | HierarchicalGenerator:
         return self.generator

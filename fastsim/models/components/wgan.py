@@ -111,8 +111,11 @@ class HierarchicalGenerator(nn.Module):
         threshold: readout threshold in MeV (0: none).
         u_max: bound of ``|u|`` (in standard deviations of E_tot/E_inc).
         voxel_noise: emit per-voxel widths σ_v and draw the voxel fractions (see above).
+        energy_noise: emit a width σ_u and draw ``u`` around the network's value, ``u + σ_u·ε_u``
+            (one more noise column, last): the spread of E_tot/E_inc then need not come from
+            the latent alone.
 
-    Shapes: z (n, latent_dim [+ V with voxel_noise]), cond (n, n_conditions) -> (n, V).
+    Shapes: z (n, latent_dim [+ V with voxel_noise] [+ 1 with energy_noise]), cond (n, n_conditions) -> (n, V).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class HierarchicalGenerator(nn.Module):
         threshold: float = 0.0,
         u_max: float = 6.0,
         voxel_noise: bool = False,
+        energy_noise: bool = False,
     ) -> None:
         super().__init__()
         self.layer_slices = [(int(a), int(b)) for a, b in layer_slices]
@@ -134,7 +138,8 @@ class HierarchicalGenerator(nn.Module):
         self.n_voxels = self.layer_slices[-1][1]
         self.latent_dim = int(latent_dim)
         self.voxel_noise = bool(voxel_noise)
-        n_out = 1 + self.n_layers + self.n_voxels * (2 if self.voxel_noise else 1)
+        self.energy_noise = bool(energy_noise)
+        n_out = 1 + self.n_layers + self.n_voxels * (2 if self.voxel_noise else 1) + int(self.energy_noise)
         self.net = MLP(latent_dim + n_conditions, hidden, n_out, act=act)
         self.total = total
         self.condition = condition
@@ -148,13 +153,16 @@ class HierarchicalGenerator(nn.Module):
     def parts(self, z: Tensor, cond: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``r`` (n,) = E_tot/E_inc, layer fractions (n, L), voxel fractions within each layer (n, V)."""
         h = self.net(torch.cat([z[:, : self.latent_dim], cond], dim=1))
-        u = self.u_max * torch.tanh(h[:, :1] / self.u_max)
+        u = h[:, :1]
+        if self.energy_noise:  # σ_u in (0, 5]: standard deviations of E_tot/E_inc at the energy
+            u = u + 5.0 * torch.sigmoid(h[:, -1:] - math.log(4.0)) * z[:, -1:]
+        u = self.u_max * torch.tanh(u / self.u_max)
         r = torch.clamp(self.total.destandardise(u, cond[:, 0])[:, 0], min=0.0)
         f_layer = torch.softmax(h[:, 1 : 1 + self.n_layers], dim=1)
         a = 1 + self.n_layers
         logits = h[:, a : a + self.n_voxels]
         if self.voxel_noise:  # σ in (0, 20]: a bounded log-width keeps exp finite
-            sigma = 20.0 * torch.sigmoid(h[:, a + self.n_voxels :] - math.log(19.0))
+            sigma = 20.0 * torch.sigmoid(h[:, a + self.n_voxels : a + 2 * self.n_voxels] - math.log(19.0))
             logits = logits + sigma * z[:, self.latent_dim : self.latent_dim + self.n_voxels]
         f_vox = torch.cat([torch.softmax(logits[:, a:b], dim=1) for a, b in self.layer_slices], dim=1)
         return r, f_layer, f_vox
@@ -170,11 +178,11 @@ class HierarchicalGenerator(nn.Module):
 
     @torch.no_grad()
     def init_from_mean(
-        self, mean_fractions: Tensor, scale: float, eps: float = 1e-6, sigma: float = 0.5
+        self, mean_fractions: Tensor, scale: float, eps: float = 1e-6, sigma: float = 0.5, sigma_u: float = 1.0
     ) -> None:
         """Start at the mean shower: last-layer bias = (0, log layer fractions, log voxel fractions
-        [, the bias that gives σ_v = ``sigma``]), weights × ``scale``. ``mean_fractions`` (V,): the
-        mean training shower over E_inc."""
+        [, the bias that gives σ_v = ``sigma``] [, the bias that gives σ_u = ``sigma_u``]), weights ×
+        ``scale``. ``mean_fractions`` (V,): the mean training shower over E_inc."""
         last = [m for m in self.net if isinstance(m, nn.Linear)][-1]
         m = mean_fractions.double().clamp(min=0)
         e_layer = torch.stack([m[a:b].sum() for a, b in self.layer_slices])
@@ -188,6 +196,9 @@ class HierarchicalGenerator(nn.Module):
         if self.voxel_noise:  # inverse of σ = 20·sigmoid(b − log 19)
             q = min(max(sigma / 20.0, 1e-6), 1 - 1e-6)
             parts.append(torch.full((self.n_voxels,), math.log(q / (1 - q)) + math.log(19.0), dtype=torch.float64))
+        if self.energy_noise:  # inverse of σ_u = 5·sigmoid(b − log 4)
+            q = min(max(sigma_u / 5.0, 1e-6), 1 - 1e-6)
+            parts.append(torch.full((1,), math.log(q / (1 - q)) + math.log(4.0), dtype=torch.float64))
         bias = torch.cat(parts)
         last.bias.copy_(bias.to(last.bias))
         last.weight.mul_(scale)
