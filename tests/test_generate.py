@@ -169,8 +169,13 @@ def train_tiny_checkpoint(model_name: str, path: Path) -> Path:
     if model_name.startswith("wgan"):
         from fastsim.models.wgan_gp import WGANGP
 
-        # "wgan_hier": hierarchical outputs with a readout threshold (E_tot/E_inc fitted per energy)
-        hier = dict(output="hierarchical", readout_threshold=1.0) if model_name == "wgan_hier" else {}
+        # "wgan_hier": hierarchical outputs with a readout threshold (E_tot/E_inc fitted per energy),
+        # per-voxel and E_tot draws (noise input latent_dim + V + 1) and a log-voxel critic
+        hier = (
+            dict(output="hierarchical", readout_threshold=1.0, voxel_noise=0.5, energy_noise=True, critic_voxels="log")
+            if model_name == "wgan_hier"
+            else {}
+        )
         model = WGANGP(
             **common,
             **hier,
