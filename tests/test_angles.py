@@ -35,10 +35,11 @@ def _read(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict[str, str]:
-    """prep-train of the angle reference, and one tiny fit of it (cwd: its directory)."""
+    """prep-train of the angle reference (read out at 1 MeV, as the WGAN-GP config's generator
+    expects), and one tiny fit of it (cwd: its directory)."""
     d = tmp_path_factory.mktemp("angles")
     tensors = str(d / "train.h5")
-    assert main(["prep-train", REF, "-o", tensors, "--geometry", "1-photons", "--no-progress"]) == 0
+    assert main(["prep-train", REF, "-o", tensors, "--geometry", "1-photons", "--no-progress", "--threshold", "1"]) == 0
     cwd = os.getcwd()
     os.chdir(d)
     try:
@@ -64,7 +65,8 @@ def test_prep_train_adds_the_scaled_angle_column(run) -> None:
         assert tt.condition_config["extra"] == [{"class": "AngleCondition", "angle_min": 0.0, "angle_max": 40.0}]
         cond = tt.build_condition()
         b = tt.read()
-    # find each output row's source shower (x = showers / E_inc bit for bit, float32)
+    # find each output row's source shower (x = showers read out at 1 MeV / E_inc, bit for bit, float32)
+    s_ref = np.where(s_ref < 1.0, np.float32(0), s_ref)
     source = {(s / np.float32(e)).astype(np.float32).tobytes(): i for i, (e, s) in enumerate(zip(e_ref, s_ref, strict=True))}
     rows = np.array([source[x.tobytes()] for x in b["x"]])
     assert sorted(rows) == list(range(len(e_ref)))  # shuffled, every shower once
