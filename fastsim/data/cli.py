@@ -111,6 +111,11 @@ def _prep_train(argv: list[str]) -> int:
              "does to both samples (CaloChallenge: 1 MeV for dataset 1; default 0: none)",
     )
     parser.add_argument(
+        "--no-angle", action="store_true",
+        help="ignore the inputs' incident_angles: one condition column (the energy). By default, inputs that "
+             "all carry the incidence angle get it as a second condition column (docs/angles.md)",
+    )
+    parser.add_argument(
         "--bucket-mb", type=float, default=DEFAULT_BUCKET_BYTES / 2**20, help="memory per shuffle bucket, MiB"
     )
     parser.add_argument(
@@ -133,10 +138,13 @@ def _prep_train(argv: list[str]) -> int:
         compression=None if args.compression == "none" else args.compression,
         bucket_bytes=int(args.bucket_mb * 2**20),
         threshold=args.threshold,
+        angles=False if args.no_angle else None,
     )
     print(
         f"wrote {summary['output']}: {summary['n_written']} showers "
         f"(read {summary['n_read']}, skipped {summary['n_skipped']}) in {summary['seconds']:.1f} s"
+        + (f"; conditions: energy, angle {summary['angle_range'][0]:g}–{summary['angle_range'][1]:g} deg"
+           if summary.get("angle_range") else "")
     )
     for reason, count in summary["skipped"].items():
         print(f"  skipped {count}: {reason}")

@@ -283,6 +283,19 @@ class CaloFile:
             return None
         return np.asarray(self._f[_ANGLES][...], dtype=np.float64).reshape(-1)
 
+    def incident_angles_deg(self) -> np.ndarray | None:
+        """:meth:`incident_angles` in degrees, or None without the dataset.
+
+        Raises:
+            InputFileError: the dataset's ``units`` attribute is not ``"deg"`` (absent means degrees).
+        """
+        if not self.has_angles:
+            return None
+        units = decode_attrs(self._f[_ANGLES].attrs).get("units", "deg")
+        if units != "deg":
+            raise InputFileError(self.path, f"{_ANGLES} are in {units!r}; fastsim reads degrees (units='deg')")
+        return self.incident_angles()
+
     def read(self, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` as (e_inc (n,) float64 MeV, showers (n, V) float32 MeV)."""
         start, stop = self._bounds(start, stop)

@@ -3,13 +3,15 @@
 One HDF5 file holding
 
 - ``x`` (N, V) float32: voxels after the fitted voxel transform (model space);
-- ``cond`` (N, C) float32: conditions, column 0 the scaled incident energy (:class:`EnergyCondition`);
+- ``cond`` (N, C) float32: conditions, column 0 the scaled incident energy (:class:`EnergyCondition`),
+  column 1 (when every input has ``incident_angles``) the scaled incidence angle (:class:`AngleCondition`);
 - ``e_inc`` (N,) float64: incident energies in MeV;
 
 rows globally shuffled with a seed, so a streaming DataModule can read contiguous blocks. Its
 attributes: ``format = "fastsim-training-tensors"``, ``format_version``, ``geometry`` (JSON),
 ``transform`` and ``condition`` (JSON configs with the fitted values, for
-:func:`fastsim.data.transforms.build_transform`), ``sources`` (JSON list of the input files with
+:func:`fastsim.data.transforms.build_transform`: an ``EnergyCondition`` for one column, a
+``ConditionSet`` of the energy and the angle for two), ``sources`` (JSON list of the input files with
 their SHA-256 and row counts), ``seed``, the skip counts and :func:`fastsim.provenance.provenance`.
 
 :func:`prepare_training_tensors` builds it in streamed passes, never holding more than one chunk
@@ -63,6 +65,8 @@ from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 from fastsim.outputs import check_target, discard, publish, temporary_path
 
+#: the optional per-event incidence angle dataset of a CaloChallenge file (degrees, (N, 1))
+ANGLES_DATASET = "incident_angles"
 FORMAT = "fastsim-training-tensors"
 FORMAT_VERSION = 1
 #: Memory one shuffle bucket may take (x + cond + e_inc), bytes.
@@ -119,6 +123,7 @@ class _Source:
     path: str
     n_showers: int
     n_written: int = 0
+    angles: np.ndarray | None = None  # (n_showers,) degrees, when the angle is a condition
     skipped: dict[str, int] = field(default_factory=dict)
 
 
@@ -150,18 +155,20 @@ def _create(
 
 
 class _Buckets:
-    """K shuffle buckets in a temporary uncompressed HDF5 file: ``x{k}`` (n, V) float32, ``e{k}`` (n,) float64.
+    """K shuffle buckets in a temporary uncompressed HDF5 file: ``x{k}`` (n, V) float32, ``e{k}`` (n,) float64
+    (and ``a{k}`` (n,) float64 angles in degrees, ``with_angles``).
 
     Rows are appended in input order; the bucket of a row is :func:`bucket_of` its global index.
     """
 
-    def __init__(self, f: h5py.File, n_buckets: int, n_voxels: int, seed: int) -> None:
+    def __init__(self, f: h5py.File, n_buckets: int, n_voxels: int, seed: int, with_angles: bool = False) -> None:
         self.n_buckets, self.seed, self.n_rows = n_buckets, seed, 0
         rows = default_chunk_rows(n_voxels)
         self.x = [_create(f, f"x{k}", (0, n_voxels), np.float32, rows, None) for k in range(n_buckets)]
         self.e = [_create(f, f"e{k}", (0,), np.float64, 4096, None) for k in range(n_buckets)]
+        self.a = [_create(f, f"a{k}", (0,), np.float64, 4096, None) for k in range(n_buckets)] if with_angles else None
 
-    def scatter(self, x: np.ndarray, e: np.ndarray) -> None:
+    def scatter(self, x: np.ndarray, e: np.ndarray, a: np.ndarray | None = None) -> None:
         b = bucket_of(np.arange(self.n_rows, self.n_rows + len(e)), self.seed, self.n_buckets)
         self.n_rows += len(e)
         order = np.argsort(b, kind="stable")  # stable: rows keep input order within a bucket
@@ -171,7 +178,10 @@ class _Buckets:
             if len(sel) == 0:
                 continue
             m = self.e[k].shape[0]
-            for ds, arr in ((self.x[k], x), (self.e[k], e)):
+            pairs = [(self.x[k], x), (self.e[k], e)]
+            if self.a is not None and a is not None:
+                pairs.append((self.a[k], a))
+            for ds, arr in pairs:
                 ds.resize(m + len(sel), axis=0)
                 ds[m:] = arr[sel]
 
@@ -181,6 +191,11 @@ class _Buckets:
     def read(self, k: int, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start:stop`` of bucket k: x (n, V) float32, e_inc (n,) float64 MeV."""
         return self.x[k][start:stop], self.e[k][start:stop]
+
+    def read_angles(self, k: int) -> np.ndarray:
+        """All angles of bucket k, (n,) float64 degrees (``with_angles`` only)."""
+        assert self.a is not None
+        return self.a[k][...]
 
 
 def _stages(vt: Any) -> list[Any]:
@@ -203,6 +218,7 @@ def prepare_training_tensors(
     compression: str | None = None,
     bucket_bytes: int = DEFAULT_BUCKET_BYTES,
     threshold: float = 0.0,
+    angles: bool | None = None,
 ) -> dict[str, Any]:
     """Turn CaloChallenge files into one shuffled training tensors file (see the module docstring).
 
@@ -219,7 +235,8 @@ def prepare_training_tensors(
         progress: show tqdm progress bars (stderr).
         skip_bad: drop (and count) showers with NaN/inf, incident energies <= 0 or > 1e8 MeV, or
             voxel energies below -1e-3 MeV instead of stopping; file-wide problems still stop.
-        condition_config: an :class:`EnergyCondition` config to use instead of fitting one.
+        condition_config: an :class:`EnergyCondition` config to use instead of fitting one, or a
+            ``ConditionSet`` config (energy and angle ranges both given; needs inputs with angles).
         overwrite: replace an existing ``output``.
         compression: for ``x``/``cond``/``e_inc``: None (default: training re-reads the file every
             epoch and uncompressed reads are ~10x faster than gzip/lzf), "lzf" or "gzip".
@@ -228,18 +245,29 @@ def prepare_training_tensors(
             the CaloChallenge evaluation does to every sample it compares (1 MeV for dataset 1), so
             a model learns the showers the benchmark sees. Recorded as the ``readout_threshold``
             attribute. 0 (default): the deposits as they are.
+        angles: the incidence angle (``incident_angles``, degrees) as the second ``cond`` column,
+            scaled by an :class:`AngleCondition` fitted on its range (recorded in the ``condition``
+            attribute as a ``ConditionSet``). None (default): when every input has angles (some
+            with and some without is an error naming the file); False: ignore any angles (one
+            column, as before); True: every input must have them.
 
     Returns:
         Summary: ``n_read``, ``n_written``, ``n_skipped``, ``skipped`` {reason: count},
         ``files`` (per input: path, n_read, n_written, skipped), ``n_buckets``, ``seed``,
-        ``output``, ``seconds``.
+        ``output``, ``angle_range`` ([θ_min, θ_max] degrees, or None without the angle), ``seconds``.
 
     Raises:
         InputFileError: an input fails validation (all its problems in one line), or ``output`` exists.
     """
     import torch
 
-    from fastsim.data.transforms import EnergyCondition, build_transform, voxel_transform
+    from fastsim.data.transforms import (
+        AngleCondition,
+        ConditionSet,
+        EnergyCondition,
+        build_transform,
+        voxel_transform,
+    )
     from fastsim.provenance import file_sha256, provenance
 
     t0 = time.perf_counter()
@@ -259,11 +287,20 @@ def prepare_training_tensors(
         chunk_size = auto_chunk_size(geo.n_voxels, chunk_size)
     except ValueError as err:
         raise FastsimError(str(err)) from None
+    angle_t: Any = None  # the AngleCondition of column 1, when the angle is a condition
     if condition_config is not None:
-        cond_t = build_transform(condition_config)
-        if not isinstance(cond_t, EnergyCondition):
+        given = build_transform(condition_config)
+        if isinstance(given, ConditionSet) and [type(t) for t in given.extra] == [AngleCondition]:
+            cond_t, angle_t = given.energy, given.extra[0]
+            if angles is False:
+                raise FastsimError("condition_config has an angle condition but angles=False")
+            angles = True
+        elif isinstance(given, EnergyCondition):
+            cond_t = given
+        else:
             raise FastsimError(
-                f"condition_config must be an EnergyCondition config, got {condition_config!r:.200}"
+                f"condition_config must be an EnergyCondition config (or a ConditionSet of the energy and "
+                f"an AngleCondition), got {condition_config!r:.200}"
             )
     else:
         cond_t = EnergyCondition()
@@ -279,12 +316,22 @@ def prepare_training_tensors(
     # Structure of every input first (metadata only): a broken last file fails before any work.
     sources = []
     scales: dict[str, str] = {}
+    has_angles: dict[str, bool] = {}
     for p in paths:
         with open_calochallenge(p, geo) as cf:
             sources.append(_Source(p, cf.n_showers))
             scale = cf.attrs.get("energy_scale")
             if scale:
                 scales[p] = str(scale)
+            has_angles[p] = cf.has_angles
+            if cf.has_angles and angles is not False:
+                sources[-1].angles = cf.incident_angles_deg()
+    use_angles = _use_angles(has_angles, angles)
+    if not use_angles:
+        for src in sources:
+            src.angles = None
+    elif angle_t is None:
+        angle_t = AngleCondition()
     if len(set(scales.values())) > 1:
         (p0, s0), (p1, s1) = next(iter(scales.items())), next((k, v) for k, v in scales.items() if v != next(iter(scales.values())))
         raise InputFileError(p1, f"is on the {s1} energy scale but {p0} is on the {s0} scale: convert one with fastsim em-scale")
@@ -299,7 +346,7 @@ def prepare_training_tensors(
         # No chunk cache: HDF5 2.0 gives every dataset an 8 MiB cache, which with K bucket datasets
         # held ~K x 8 MiB resident (measured: 36 buckets, 314 MB vs 25 MB, and no slower).
         with h5py.File(tmp_buckets, "w", rdcc_nbytes=0) as fb, torch.no_grad():
-            buckets = _Buckets(fb, n_buckets, geo.n_voxels, seed)
+            buckets = _Buckets(fb, n_buckets, geo.n_voxels, seed, with_angles=use_angles)
 
             # 1. one streamed pass per input: validate, mask bad rows, fit E range, transform, scatter
             bar = _progress(total=n_read, desc="validate+scatter", unit="shower", disable=not progress)
@@ -312,8 +359,12 @@ def prepare_training_tensors(
                     bar.update(len(e))
                     if not keep.any():
                         return
+                    a = None if src.angles is None else src.angles[lo : lo + len(e)]
                     if not keep.all():
                         e, s = e[keep], s[keep]
+                        a = None if a is None else a[keep]
+                    if a is not None and not angle_t.is_fitted:
+                        angle_t.partial_fit(a)
                     np.maximum(s, 0.0, out=s)  # tolerated float noise below 0 -> 0
                     if threshold > 0:
                         s[s < threshold] = 0.0  # the readout: a voxel equal to it is kept
@@ -328,7 +379,7 @@ def prepare_training_tensors(
                             f"transform {json.dumps(vt.config())[:120]} produced non-finite values for "
                             f"{int((~np.isfinite(x)).any(axis=1).sum())} showers of {src.path}"
                         )
-                    buckets.scatter(x, e)
+                    buckets.scatter(x, e, a)
                     src.n_written += len(e)
 
                 try:
@@ -353,6 +404,11 @@ def prepare_training_tensors(
                 raise InputFileError(paths[0], f"no usable showers left in the inputs (skipped: {skipped})")
             if condition_config is None:
                 cond_t.finish_fit()
+            if angle_t is not None and not angle_t.is_fitted:
+                angle_t.finish_fit()
+            # what the file records: the energy alone, or the energy and the angle
+            cond_out = ConditionSet(cond_t, [angle_t]) if use_angles else cond_t
+            n_cond = 2 if use_angles else 1
 
             # 2. fit the remaining stages, streaming over the buckets (each fits in memory)
             for j, stage in enumerate(post):
@@ -374,7 +430,7 @@ def prepare_training_tensors(
             with h5py.File(tmp_out, "w", rdcc_nbytes=0) as fo:  # written in whole-bucket slabs
                 rows = default_chunk_rows(geo.n_voxels)
                 ox = _create(fo, "x", (n_good, geo.n_voxels), np.float32, rows, compression)
-                oc = _create(fo, "cond", (n_good, 1), np.float32, 65536, compression)
+                oc = _create(fo, "cond", (n_good, n_cond), np.float32, 65536, compression)
                 oe = _create(fo, "e_inc", (n_good,), np.float64, 65536, compression)
                 pos = 0
                 for k in _progress(
@@ -390,7 +446,10 @@ def prepare_training_tensors(
                     for t in post:
                         xt = t(xt, et)
                     ox[pos : pos + n_k] = xt.to(torch.float32).numpy()
-                    oc[pos : pos + n_k] = cond_t(et).to(torch.float32).numpy()
+                    c = cond_t(et)
+                    if use_angles:
+                        c = torch.cat([c, angle_t(torch.from_numpy(buckets.read_angles(k)[perm]))], dim=1)
+                    oc[pos : pos + n_k] = c.to(torch.float32).numpy()
                     oe[pos : pos + n_k] = et.numpy()
                     pos += n_k
                 assert pos == n_good
@@ -410,7 +469,7 @@ def prepare_training_tensors(
                         format_version=FORMAT_VERSION,
                         geometry=geo.to_json(),
                         transform=json.dumps(vt.config()),
-                        condition=json.dumps(cond_t.config()),
+                        condition=json.dumps(cond_out.config()),
                         sources=files,
                         seed=int(seed),
                         energy_scale=energy_scale,  # "" when the inputs do not say
@@ -434,8 +493,27 @@ def prepare_training_tensors(
         "files": [{k: v for k, v in f.items() if k != "sha256"} for f in files],
         "n_buckets": n_buckets,
         "seed": int(seed),
+        "angle_range": list(angle_t.range) if use_angles else None,
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _use_angles(has_angles: dict[str, bool], angles: bool | None) -> bool:
+    """Whether the angle is a condition column: every input has ``incident_angles`` (None: decide from
+    the inputs, True: required, False: ignored); some with and some without is an error."""
+    if angles is False:
+        return False
+    first, first_has = next(iter(has_angles.items()))
+    if angles is True and not all(has_angles.values()):
+        missing = next(p for p, h in has_angles.items() if not h)
+        raise InputFileError(missing, f"has no {ANGLES_DATASET} dataset, and the angle was asked for as a condition")
+    odd = next((p for p, h in has_angles.items() if h != first_has), None)
+    if odd is not None:
+        what = f"has no {ANGLES_DATASET} dataset but {first} has one" if first_has else (
+            f"has an {ANGLES_DATASET} dataset but {first} has none"
+        )
+        raise InputFileError(odd, f"{what}: give every input the incidence angle or none (--no-angle ignores them)")
+    return first_has
 
 
 # --------------------------------------------------------------------------- reading
@@ -487,6 +565,11 @@ class TrainingTensors:
             raise InputFileError(
                 self.path, f"x has {x.shape[1]} voxels but the stored geometry has {self.geometry.n_voxels}"
             )
+        n_recorded = 1 + len(self.condition_config.get("extra", [])) if isinstance(self.condition_config, dict) else 1
+        if self.condition_config.get("class") == "ConditionSet" and n_recorded != c.shape[1]:
+            raise InputFileError(
+                self.path, f"cond has {c.shape[1]} columns but the condition attribute describes {n_recorded}"
+            )
         self.attrs = a
         self.n_voxels = int(x.shape[1])
         self.n_conditions = int(c.shape[1])
@@ -528,8 +611,16 @@ class TrainingTensors:
 
         return build_transform(self.transform_config)
 
+    @property
+    def condition_names(self) -> list[str]:
+        """Names of the ``cond`` columns: ``["energy"]`` or ``["energy", "angle"]``."""
+        from fastsim.data.transforms import condition_parts
+
+        return ["energy"] + [str(c.get("class", "")).removesuffix("Condition").lower() for c in condition_parts(self.condition_config)[1]]
+
     def build_condition(self) -> Any:
-        """The fitted :class:`EnergyCondition` stored in the file."""
+        """The fitted :class:`EnergyCondition` stored in the file (a :class:`ConditionSet` when
+        ``cond`` has an angle column)."""
         from fastsim.data.transforms import build_transform
 
         return build_transform(self.condition_config)

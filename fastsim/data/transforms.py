@@ -8,7 +8,9 @@ name and the fitted values, from which :func:`build_transform` rebuilds an ident
 
 - :class:`EnergyCondition` maps the incident energy to the conditioning input,
   ``log(E/E_min) / log(E_max/E_min)`` (0 at E_min, 1 at E_max), as in FastCaloGAN
-  (ATLAS, Comput. Softw. Big Sci. 6 (2022) 7).
+  (ATLAS, Comput. Softw. Big Sci. 6 (2022) 7); :class:`AngleCondition` the incidence angle
+  (degrees) linearly to ``(θ − θ_min)/(θ_max − θ_min)``; :class:`ConditionSet` holds both (the
+  energy column and extra columns) for data that carries an angle.
 - Voxel transforms take ``(showers (N, V) MeV, e_inc (N,) MeV)``: :class:`DivideByIncident`
   (the default, FastCaloGAN's energy fractions), :class:`LogTransform`, :class:`Standardize`
   (per-voxel mean and standard deviation) and :class:`Chain` composing them.
@@ -138,6 +140,177 @@ class EnergyCondition(FittedModule):
     def config(self) -> dict[str, Any]:
         self._require_fitted()
         return {"class": "EnergyCondition", "e_min": float(self.e_min), "e_max": float(self.e_max)}
+
+
+@_register
+class AngleCondition(FittedModule):
+    """Incidence angle (degrees) → conditioning value ``(θ − θ_min) / (θ_max − θ_min)``.
+
+    Linear: the angles a calorimeter sees span a few tens of degrees (|η| slices of a barrel,
+    ``fastsim simulate --angle``), where a log scale has no meaning (0° is an ordinary angle).
+
+    Args:
+        angle_min: lowest training angle in degrees (fitted when None).
+        angle_max: highest training angle in degrees (fitted when None).
+
+    Buffers ``angle_min``/``angle_max`` are float64 scalars. When ``angle_max == angle_min`` (one
+    angle only) the denominator is taken as 1, so every shower gets ``θ − θ_min`` (0 at that angle).
+    """
+
+    #: the condition's name in ``ConditionSet.names`` and the CLI (``--angles``)
+    name = "angle"
+    units = "deg"
+
+    def __init__(self, angle_min: float | None = None, angle_max: float | None = None) -> None:
+        super().__init__()
+        for key, value in (("angle_min", angle_min), ("angle_max", angle_max)):
+            self.register_buffer(key, torch.tensor(float("nan") if value is None else float(value), dtype=torch.float64))
+        self._fitted = angle_min is not None and angle_max is not None
+        if self._fitted:
+            self._check_range()
+        self._run_min, self._run_max = math.inf, -math.inf
+
+    def _after_load(self) -> None:
+        self._fitted = bool(torch.isfinite(self.angle_min)) and bool(torch.isfinite(self.angle_max))
+
+    def _check_range(self) -> None:
+        lo, hi = float(self.angle_min), float(self.angle_max)
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise FastsimError(
+                f"AngleCondition needs finite angle_min <= angle_max (degrees), got angle_min={lo}, angle_max={hi}"
+            )
+
+    def partial_fit(self, angles: Any) -> AngleCondition:
+        """Accumulate the angle range from one chunk, ``angles`` (n,) or (n, 1) degrees."""
+        a = np.asarray(angles.detach().cpu() if isinstance(angles, Tensor) else angles, dtype=np.float64).ravel()
+        if a.size:
+            self._run_min = min(self._run_min, float(a.min()))
+            self._run_max = max(self._run_max, float(a.max()))
+        return self
+
+    def finish_fit(self) -> AngleCondition:
+        if not math.isfinite(self._run_min):
+            raise FastsimError("AngleCondition.fit: no incidence angles seen")
+        self.angle_min.fill_(self._run_min)
+        self.angle_max.fill_(self._run_max)
+        self._check_range()
+        self._fitted = True
+        self._run_min, self._run_max = math.inf, -math.inf
+        return self
+
+    def fit(self, angles: Any) -> AngleCondition:
+        """Set θ_min, θ_max to the range of ``angles`` (N,) degrees."""
+        self._run_min, self._run_max = math.inf, -math.inf
+        return self.partial_fit(angles).finish_fit()
+
+    def _span(self) -> Tensor:
+        r = self.angle_max - self.angle_min
+        return torch.where(r > 0, r, torch.ones_like(r))
+
+    def forward(self, angles: Tensor) -> Tensor:
+        """``angles`` (N,) or (N, 1) degrees → (N, 1), in [0, 1] over the fitted range, dtype of the input."""
+        self._require_fitted()
+        a = _flat_e_inc(_tensor(angles))
+        dtype = a.dtype if a.is_floating_point() else torch.float32
+        out = (a.to(torch.float64) - self.angle_min) / self._span()
+        return out.to(dtype).unsqueeze(-1)
+
+    def inverse(self, cond: Tensor) -> Tensor:
+        """(N, 1) or (N,) condition → angle (N,) degrees, dtype of the input."""
+        self._require_fitted()
+        c = _flat_e_inc(_tensor(cond))
+        return (self.angle_min + c.to(torch.float64) * self._span()).to(c.dtype)
+
+    @property
+    def range(self) -> tuple[float, float]:
+        """(θ_min, θ_max) in degrees: the training range."""
+        return float(self.angle_min), float(self.angle_max)
+
+    def config(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {"class": "AngleCondition", "angle_min": float(self.angle_min), "angle_max": float(self.angle_max)}
+
+
+#: the transforms a :class:`ConditionSet` may hold as extra condition columns
+EXTRA_CONDITIONS = ("AngleCondition",)
+
+
+@_register
+class ConditionSet(FittedModule):
+    """The condition columns of a model with more than the energy: column 0 the energy
+    (:class:`EnergyCondition`), columns 1.. the extra conditions (e.g. :class:`AngleCondition`).
+
+    It stands wherever an :class:`EnergyCondition` does: ``forward(e_inc (N,)) -> (N, 1)`` is the
+    energy column, ``inverse`` gives MeV back, ``e_min``/``e_max`` are the energy's. The extra
+    columns are scaled from physical units by :meth:`scale_extra` ``(N, K) -> (N, K)``. Its
+    :meth:`config` (``{"class": "ConditionSet", "energy": {...}, "extra": [{...}]}``) is what a
+    training tensors file with extra ``cond`` columns records, and what a model trained on it keeps
+    in ``hparams["condition"]``, so the checkpoint alone scales raw angles (degrees).
+
+    Args:
+        energy: the energy condition (a module or its config).
+        extra: the extra conditions, one per column after the energy (modules or configs).
+    """
+
+    needs_fit = False
+
+    def __init__(self, energy: Any = None, extra: Iterable[Any] = ()) -> None:
+        super().__init__()
+        e = build_transform(energy) if isinstance(energy, dict | str) else (energy or EnergyCondition())
+        if not isinstance(e, EnergyCondition):
+            raise FastsimError(f"ConditionSet energy must be an EnergyCondition, got {type(e).__name__}")
+        parts = [build_transform(x) if isinstance(x, dict | str) else x for x in extra]
+        for t in parts:
+            if type(t).__name__ not in EXTRA_CONDITIONS:
+                raise FastsimError(f"ConditionSet extra conditions must be one of {EXTRA_CONDITIONS}, got {type(t).__name__}")
+        self.energy = e
+        self.extra = nn.ModuleList(parts)
+
+    @property
+    def is_fitted(self) -> bool:
+        return self.energy.is_fitted and all(t.is_fitted for t in self.extra)
+
+    @property
+    def e_min(self) -> Tensor:
+        return self.energy.e_min
+
+    @property
+    def e_max(self) -> Tensor:
+        return self.energy.e_max
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the extra columns, in order (``["angle"]``)."""
+        return [t.name for t in self.extra]
+
+    def forward(self, e_inc: Tensor) -> Tensor:
+        """The energy column: ``e_inc`` (N,) MeV → (N, 1)."""
+        return self.energy(e_inc)
+
+    def inverse(self, cond: Tensor) -> Tensor:
+        """Energy column (N,) or (N, 1) → incident energy (N,) MeV."""
+        return self.energy.inverse(cond)
+
+    def scale_extra(self, values: Tensor) -> Tensor:
+        """Extra conditions in physical units (N, K) (angles in degrees) → scaled (N, K), dtype of the input."""
+        v = _tensor(values)
+        if v.dim() == 1 and len(self.extra) == 1:
+            v = v.unsqueeze(-1)
+        if v.dim() != 2 or v.shape[1] != len(self.extra):
+            raise FastsimError(f"expected extra conditions of shape (n, {len(self.extra)}), got {tuple(v.shape)}")
+        return torch.cat([t(v[:, k]) for k, t in enumerate(self.extra)], dim=1)
+
+    def config(self) -> dict[str, Any]:
+        return {"class": "ConditionSet", "energy": self.energy.config(), "extra": [t.config() for t in self.extra]}
+
+
+def condition_parts(config: dict[str, Any] | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(energy condition config, extra condition configs) of a condition config of either kind."""
+    if not isinstance(config, dict):
+        return None, []
+    if config.get("class") == "ConditionSet":
+        return config.get("energy"), list(config.get("extra", []))
+    return config, []
 
 
 # --------------------------------------------------------------------------- voxel transforms
@@ -395,6 +568,8 @@ def build_transform(config: dict[str, Any] | str) -> nn.Module:
         raise FastsimError(f"unknown transform class {name!r}; known: {sorted(REGISTRY)}")
     if name == "Chain":
         return Chain([build_transform(c) for c in kwargs.get("transforms", [])])
+    if name == "ConditionSet":
+        return ConditionSet(kwargs.get("energy"), kwargs.get("extra", []))
     try:
         return REGISTRY[name](**kwargs)
     except TypeError as err:
@@ -430,12 +605,15 @@ def voxel_transform(spec: str | dict[str, Any] | VoxelTransform | None = None) -
 
 __all__ = [
     "PRESETS",
+    "AngleCondition",
     "Chain",
+    "ConditionSet",
     "DivideByIncident",
     "EnergyCondition",
     "LogTransform",
     "Standardize",
     "VoxelTransform",
     "build_transform",
+    "condition_parts",
     "voxel_transform",
 ]

@@ -65,18 +65,35 @@ def batch_seed(seed: int, batch_index: int) -> int:
     return int(state[0] >> np.uint64(1))
 
 
-def check_generator(model: Any) -> None:
-    """Refuse a model ``fastsim generate``/``export`` cannot drive: one with extra condition columns.
+def check_generator(model: Any, plan: EnergyPlan | None = None) -> None:
+    """Refuse a model and plan that do not fit: angles for a model not conditioned on the angle, none
+    for one that is, or extra condition columns whose scaling the checkpoint does not record.
 
-    Such a model needs per-shower extra conditions besides the energy (e.g. an angle) that no
-    energy option supplies.
+    Args:
+        model: the generator.
+        plan: the run's energies (and angles); None checks the model alone (export).
+
+    Raises:
+        FastsimError: one line saying what to change.
     """
     n_conditions = int(getattr(model, "n_conditions", 1))
-    if n_conditions != 1:
+    angle_range = getattr(model, "angle_range", None)
+    if n_conditions != 1 and (angle_range is None or n_conditions != 2):
+        names = ", ".join(getattr(model, "condition_names", [])[1:])
         raise FastsimError(
-            f"the model takes {n_conditions - 1} extra condition(s) besides the energy; "
-            "generation and export support energy-conditioned models only"
+            f"the model takes {n_conditions - 1} extra condition(s) besides the energy ({names}) whose scaling its "
+            "checkpoint does not record; generation and export support models conditioned on the energy, or on "
+            "the energy and the incidence angle"
         )
+    if plan is None:
+        return
+    if angle_range is not None and not plan.has_angles:
+        raise FastsimError(
+            f"the model is conditioned on the incidence angle (trained on {angle_range[0]:g}–{angle_range[1]:g} deg): "
+            "give --angles DEG[,DEG...] or --like a reference file with incident_angles"
+        )
+    if angle_range is None and plan.has_angles:
+        raise FastsimError("the model is not conditioned on the incidence angle: drop --angles")
 
 
 def generate_batch(
@@ -86,6 +103,7 @@ def generate_batch(
     batch_index: int,
     device: str | torch.device,
     threshold: float = 0.0,
+    angles: np.ndarray | None = None,
 ) -> np.ndarray:
     """Generate one batch of showers.
 
@@ -97,6 +115,8 @@ def generate_batch(
         device: where the model lives.
         threshold: readout threshold in MeV: voxels below it are set to 0 (0: none), as
             :func:`fastsim.metrics.calochallenge.apply_threshold`.
+        angles: incidence angles (n,) in degrees, for a model conditioned on the angle (scaled by
+            the model's own :class:`AngleCondition`).
 
     Returns:
         float32 array (n, n_voxels) of voxel energies in MeV, finite and >= 0.
@@ -113,7 +133,11 @@ def generate_batch(
     generator.manual_seed(batch_seed(seed, batch_index))
     with torch.inference_mode():
         e = torch.as_tensor(np.ascontiguousarray(e_inc, dtype=np.float32), device=device)
-        showers = model.generate(e, generator=generator)
+        if angles is None:
+            showers = model.generate(e, generator=generator)
+        else:
+            extra = model.scale_extra_conditions(torch.as_tensor(np.asarray(angles, dtype=np.float64)[:, None]))
+            showers = model.generate(e, generator=generator, extra_conditions=extra)
         out = showers.detach().to("cpu", torch.float32).numpy()
     if out.shape != (len(e_inc), model.geometry.n_voxels):
         raise FastsimError(

@@ -7,6 +7,7 @@ Examples::
     fastsim generate --checkpoint wgan.ckpt -o gen.h5 --points 1024:1000,2048:500 --seed 7
     fastsim generate --checkpoint wgan.ckpt -o gen.h5 --log-uniform 1000 1e6 --n 100000
     fastsim generate --checkpoint wgan.ckpt -o gen.h5 --like ref.h5 --accelerator cpu --devices 2
+    fastsim generate --checkpoint angle.ckpt -o gen.h5 --energies 1024,4096 --n 1000 --angles 0,20,40
     fastsim export --checkpoint wgan.ckpt -o wgan.onnx
 
 Every problem with the inputs (missing or corrupt checkpoint or reference, bad energies or
@@ -52,6 +53,9 @@ def _generate_parser() -> argparse.ArgumentParser:
     src.add_argument("--points", metavar="E:N,...", help="energy (MeV) : number of showers, comma-separated")
     src.add_argument("--log-uniform", nargs=2, type=float, metavar=("EMIN", "EMAX"),
                      help="log-uniform energies in [EMIN, EMAX] MeV (needs --n)")  # fmt: skip
+    p.add_argument("--angles", metavar="DEG1,DEG2,...",
+                   help="incidence angles in degrees for a model conditioned on the angle: the energies are "
+                        "generated once per angle, angle-major (--like takes each event's angle from the reference)")  # fmt: skip
     p.add_argument("--n", type=float, help="showers per energy with --energies; total with --log-uniform")
     p.add_argument(
         "--n-total", type=float, help="with --energies: total showers, shared evenly between the energies"
@@ -106,7 +110,17 @@ def _count(value: float | None, option: str) -> int | None:
 
 
 def _plan_without_model(args: argparse.Namespace):  # -> EnergyPlan | None
-    """The energy plan for every source except ``--like`` (which needs the model's geometry)."""
+    """The energy plan for every source except ``--like`` (which needs the model's geometry),
+    repeated once per angle with ``--angles``."""
+    plan = _energy_plan(args)
+    if plan is not None and args.angles is not None:
+        from fastsim.generation.energies import AngledPlan, parse_angle_list
+
+        return AngledPlan(plan, parse_angle_list(args.angles))
+    return plan
+
+
+def _energy_plan(args: argparse.Namespace):  # -> EnergyPlan | None
     from fastsim.generation.energies import (
         DiscreteEnergies,
         LogUniformEnergies,
@@ -133,6 +147,8 @@ def _plan_without_model(args: argparse.Namespace):  # -> EnergyPlan | None
         return LogUniformEnergies(e_min, e_max, n, args.seed)
     if n is not None:
         raise FastsimError("--like takes the number of showers from the reference file; drop --n")
+    if args.angles is not None:
+        raise FastsimError("--like takes each event's angle from the reference file; drop --angles")
     if not os.path.exists(args.like):
         raise InputFileError(args.like, "reference file not found")
     return None
@@ -171,6 +187,29 @@ def extrapolation_warning(plan, condition: dict | None) -> str | None:  # noqa: 
     )
 
 
+#: angles this far (degrees) beyond the training range get a warning
+ANGLE_MARGIN_DEG = 0.5
+
+
+def angle_warning(plan, angle_range: tuple[float, float] | None) -> str | None:  # noqa: ANN001 - an EnergyPlan
+    """A one-line warning when the plan's angles reach outside the model's training angles, else None.
+
+    Outside the range the condition leaves [0, 1]: the network was never shown such showers, as with
+    energies outside theirs (:func:`extrapolation_warning`); a warning, not an error, for the same reason.
+    """
+    values = plan.angle_values() if plan.has_angles else None
+    if angle_range is None or values is None or not len(values):
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    t_lo, t_hi = angle_range
+    if lo >= t_lo - ANGLE_MARGIN_DEG and hi <= t_hi + ANGLE_MARGIN_DEG:
+        return None
+    return (
+        f"angles {lo:g}–{hi:g} deg reach outside the model's training angles {t_lo:g}–{t_hi:g} deg; "
+        "showers there are extrapolations"
+    )
+
+
 def generate_main(argv: list[str]) -> int:
     """``fastsim generate``: argv[0] is the command name."""
     args = _generate_parser().parse_args(argv[1:])
@@ -193,6 +232,8 @@ def generate_main(argv: list[str]) -> int:
         for stale in remove_stale_partials(args.output):
             print(f"fastsim generate: removed {stale}, left by a run that was killed", file=sys.stderr)
     plan = _plan_without_model(args)
+    if args.index is not None and args.angles is not None:
+        raise FastsimError("--index: families of angle-conditioned models are not supported yet; drop --angles")
     if args.index is not None:  # a family of models: fastsim.generation.family routes the events
         from fastsim.generation.family import family_main
 
@@ -210,9 +251,21 @@ def generate_main(argv: list[str]) -> int:
     model = load_generator(args.checkpoint, map_location="cpu")
     if plan is None:
         plan = energies_like(args.like, n_voxels=model.geometry.n_voxels)
-    warning = extrapolation_warning(plan, model.hparams.get("condition"))
-    if warning:
-        print(f"fastsim generate: warning: {warning}", file=sys.stderr)
+        if plan.has_angles and model.angle_range is None:
+            print(f"fastsim generate: warning: {args.like} has incident_angles but the model is not conditioned on "
+                  "the angle; the angles are not used", file=sys.stderr)  # fmt: skip
+            plan = plan.without_angles()
+    from fastsim.generation.batches import check_generator
+
+    check_generator(model, plan)  # before the output is created: a one-line error
+    from fastsim.data.transforms import condition_parts
+
+    for warning in (
+        extrapolation_warning(plan, condition_parts(model.hparams.get("condition"))[0]),
+        angle_warning(plan, model.angle_range),
+    ):
+        if warning:
+            print(f"fastsim generate: warning: {warning}", file=sys.stderr)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     common = dict(
         seed=args.seed,
@@ -251,7 +304,8 @@ def generate_main(argv: list[str]) -> int:
 def _export_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="fastsim export",
-        description="Export a generator checkpoint to ONNX: inputs noise (n, noise_dim) and e_inc (n, 1) MeV, "
+        description="Export a generator checkpoint to ONNX: inputs noise (n, noise_dim) and e_inc (n, 1) MeV "
+        "(and angle (n, 1) degrees for a model conditioned on the incidence angle), "
         "output showers (n, n_voxels) MeV, preprocessing inverse included; geometry and provenance in metadata.",
     )
     p.add_argument("--checkpoint", "-c", required=True, help="generator checkpoint (.ckpt)")
@@ -281,6 +335,7 @@ def export_main(argv: list[str]) -> int:
         )
     print(
         f"{info.path}: ONNX opset {info.opset} ({info.exporter} exporter), {info.n_voxels} voxels, noise width {info.noise_dim}"
+        + (", inputs noise, e_inc, angle (deg)" if info.angle else "")
     )
     return 0
 

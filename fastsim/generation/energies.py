@@ -15,7 +15,13 @@ Plans:
   :data:`LOG_UNIFORM_BLOCK` indices from ``SeedSequence([seed, ENERGY_STREAM, block])``, so a value depends only
   on (seed, index), never on batch size or device count.
 - :class:`ArrayEnergies`: energies given explicitly (``--like REF.h5`` reads a reference file's
-  ``incident_energies`` so the generated distribution matches it exactly, in order).
+  ``incident_energies`` so the generated distribution matches it exactly, in order), with the
+  file's per-event ``incident_angles`` when it has them.
+- :class:`AngledPlan`: another plan repeated once per incidence angle (``--angles 0,20``): all of
+  its showers at the first angle, then at the next (angle-major, as ``fastsim simulate --angle``).
+
+A plan's :meth:`EnergyPlan.angles` gives the incidence angle of each shower (degrees) for models
+conditioned on the angle, None for plans without one.
 
 Every plan checks its energies with :func:`check_energies`: finite, > 0 and at most
 :data:`MAX_ENERGY_MEV`.
@@ -40,6 +46,8 @@ MAX_ENERGY_MEV = 1.0e8
 LOG_UNIFORM_BLOCK = 1 << 16
 #: Second seed word of the log-uniform energy draws ("ene"): a stream of its own.
 ENERGY_STREAM = 0x656E65
+#: Incidence angles are degrees from the calorimeter's normal, in [0, MAX_ANGLE_DEG).
+MAX_ANGLE_DEG = 90.0
 
 
 def check_energies(e_inc: np.ndarray | Sequence[float], what: str = "energies") -> np.ndarray:
@@ -68,6 +76,22 @@ def check_energies(e_inc: np.ndarray | Sequence[float], what: str = "energies") 
             f"{what}: {e.max():g} MeV is above the {MAX_ENERGY_MEV:g} MeV limit (energies are in MeV)"
         )
     return e
+
+
+def check_angles(angles: np.ndarray | Sequence[float], what: str = "angles") -> np.ndarray:
+    """Validate incidence angles (degrees from the normal): finite, in [0, :data:`MAX_ANGLE_DEG`).
+
+    Returns:
+        the angles as a float64 array of the same shape.
+
+    Raises:
+        FastsimError: naming the first bad value.
+    """
+    a = np.asarray(angles, dtype=np.float64)
+    bad = a[~np.isfinite(a) | (a < 0) | (a >= MAX_ANGLE_DEG)]
+    if bad.size:
+        raise FastsimError(f"{what}: {bad.flat[0]:g} is not an incidence angle in [0, {MAX_ANGLE_DEG:g}) degrees")
+    return a
 
 
 def check_count(n: int, what: str = "--n") -> int:
@@ -102,6 +126,18 @@ def parse_energy_list(text: str) -> list[float]:
         raise FastsimError("--energies: empty list")
     values = [_parse_float(t, "--energies") for t in items]
     check_energies(values, "--energies")
+    return values
+
+
+def parse_angle_list(text: str) -> list[float]:
+    """Parse ``"0,20,40"`` (degrees) into a list of checked incidence angles, distinct."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise FastsimError("--angles: empty list")
+    values = [_parse_float(t, "--angles") for t in items]
+    check_angles(values, "--angles")
+    if len(set(values)) != len(values):
+        raise FastsimError(f"--angles: {text!r} repeats an angle")
     return values
 
 
@@ -149,6 +185,19 @@ class EnergyPlan:
     def describe(self) -> dict:
         """JSON-able description stored in the output file's attributes."""
         raise NotImplementedError
+
+    @property
+    def has_angles(self) -> bool:
+        """Whether the plan gives an incidence angle per shower (:meth:`angles`)."""
+        return False
+
+    def angles(self, start: int, stop: int) -> np.ndarray | None:
+        """Incidence angles of showers ``start..stop-1``: float64 (stop - start,) degrees, or None."""
+        return None
+
+    def angle_values(self) -> np.ndarray | None:
+        """The distinct angles of the plan (sorted, degrees), or None."""
+        return None
 
     def batches(self, batch_size: int) -> Iterator[tuple[int, int]]:
         """``(start, stop)`` of each batch: at most ``batch_size`` showers, never crossing a group."""
@@ -275,12 +324,18 @@ class ArrayEnergies(EnergyPlan):
         source: where they came from (a file name), stored in the attributes.
     """
 
-    def __init__(self, e_inc: np.ndarray, source: str = "array") -> None:
+    def __init__(self, e_inc: np.ndarray, source: str = "array", angles: np.ndarray | None = None) -> None:
         e = np.asarray(e_inc, dtype=np.float64).reshape(-1)
         if e.size == 0:
             raise FastsimError(f"{source}: no incident energies")
         self.e_inc = check_energies(e, source)
         self.source = source
+        self._angles = None
+        if angles is not None:
+            a = check_angles(np.asarray(angles, dtype=np.float64).reshape(-1), f"{source}: incident_angles")
+            if a.shape != self.e_inc.shape:
+                raise FastsimError(f"{source}: {a.size} incidence angles for {self.e_inc.size} energies")
+            self._angles = a
         distinct = np.unique(self.e_inc)
         self._distinct = distinct.tolist() if len(distinct) <= MAX_DISCRETE_VALUES else None
 
@@ -295,7 +350,78 @@ class ArrayEnergies(EnergyPlan):
         return self._distinct
 
     def describe(self) -> dict:
-        return {"kind": "like", "source": self.source, "n": len(self)}
+        out: dict = {"kind": "like", "source": self.source, "n": len(self)}
+        if self._angles is not None:
+            out["angles_deg"] = self.angle_values().tolist()
+        return out
+
+    @property
+    def has_angles(self) -> bool:
+        return self._angles is not None
+
+    def angles(self, start: int, stop: int) -> np.ndarray | None:
+        return None if self._angles is None else self._angles[start:stop]
+
+    def angle_values(self) -> np.ndarray | None:
+        return None if self._angles is None else np.unique(self._angles)
+
+    def without_angles(self) -> ArrayEnergies:
+        """The same energies, no angles (a model that does not take the angle)."""
+        return ArrayEnergies(self.e_inc, self.source)
+
+
+class AngledPlan(EnergyPlan):
+    """``plan`` repeated once per incidence angle, angle-major: showers ``k·len(plan) …`` are the
+    whole of ``plan`` at ``angles[k]`` (``--energies 1024,2048 --n 100 --angles 0,20``: 400 showers).
+
+    Args:
+        plan: the energies of one angle.
+        angles: the incidence angles in degrees, distinct.
+    """
+
+    def __init__(self, plan: EnergyPlan, angles: Sequence[float]) -> None:
+        a = check_angles(np.asarray(list(angles), dtype=np.float64).reshape(-1), "--angles")
+        if a.size == 0:
+            raise FastsimError("--angles: no angle")
+        self.plan, self.angle_list, self._n = plan, a, len(plan)
+
+    def __len__(self) -> int:
+        return self._n * len(self.angle_list)
+
+    def _split(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
+        """(angle index, start, stop inside ``plan``) pieces of the range ``start..stop-1``."""
+        pos = start
+        while pos < stop:
+            k = pos // self._n
+            end = min(stop, (k + 1) * self._n)
+            yield k, pos - k * self._n, end - k * self._n
+            pos = end
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        parts = [self.plan.slice(a, b) for _, a, b in self._split(start, stop)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def angles(self, start: int, stop: int) -> np.ndarray:
+        parts = [np.full(b - a, self.angle_list[k]) for k, a, b in self._split(start, stop)]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    @property
+    def has_angles(self) -> bool:
+        return True
+
+    def angle_values(self) -> np.ndarray:
+        return np.unique(self.angle_list)
+
+    def groups(self) -> list[tuple[int, int]]:
+        # batches never cross an angle (nor the plan's own groups): one angle per batch
+        return [(k * self._n + a, k * self._n + b) for k in range(len(self.angle_list)) for a, b in self.plan.groups()]
+
+    @property
+    def discrete_values(self) -> list[float] | None:
+        return self.plan.discrete_values
+
+    def describe(self) -> dict:
+        return {"kind": "angles", "angles_deg": self.angle_list.tolist(), "per_angle": self.plan.describe()}
 
 
 # ---------------------------------------------------------------------------------- timing
@@ -369,7 +495,8 @@ class TimePerEnergy:
 
 
 def energies_like(reference: str | os.PathLike, n_voxels: int | None = None) -> ArrayEnergies:
-    """The incident energies of a CaloChallenge reference file, in file order (``--like``).
+    """The incident energies of a CaloChallenge reference file, in file order (``--like``), with
+    its per-event incidence angles (degrees) when it has an ``incident_angles`` dataset.
 
     The one function here that reads a file (through :mod:`fastsim.data.hdf5`, imported when called).
 
@@ -392,7 +519,8 @@ def energies_like(reference: str | os.PathLike, n_voxels: int | None = None) -> 
                 reference, f"reference showers have {f.n_voxels} voxels but the generator makes {n_voxels}"
             )
         e_inc = f.incident_energies()
+        angles = f.incident_angles_deg()
     try:
-        return ArrayEnergies(e_inc, source=reference)
+        return ArrayEnergies(e_inc, source=reference, angles=angles)
     except FastsimError as err:
         raise InputFileError(reference, f"incident_energies: {err}") from None

@@ -1,7 +1,8 @@
 """``fastsim export``: a generator checkpoint as a self-contained ONNX model.
 
 The exported graph is ``model.export_module()``: inputs ``noise`` (n, noise_dim) float32 and
-``e_inc`` (n, 1) float32 MeV, output ``showers`` (n, n_voxels) float32 MeV, with the inverse
+``e_inc`` (n, 1) float32 MeV (and ``angle`` (n, 1) float32 degrees for a model conditioned on the
+incidence angle, scaled inside the graph by the checkpoint's ``AngleCondition``), output ``showers`` (n, n_voxels) float32 MeV, with the inverse
 preprocessing inside, so a C++/ONNX Runtime user needs nothing but the file. The batch axis is
 dynamic. The model's ``metadata_props`` hold the geometry (JSON, :meth:`Geometry.to_json`), the
 latent and noise dimensions, the input/output names and units, and the provenance (package version,
@@ -25,7 +26,14 @@ from fastsim.errors import FastsimError
 
 #: Input and output names of the exported graph (part of the file's contract).
 INPUT_NAMES = ("noise", "e_inc")
+#: the third input of a model conditioned on the incidence angle
+ANGLE_INPUT = "angle"
 OUTPUT_NAMES = ("showers",)
+
+
+def input_names(model: Any) -> tuple[str, ...]:
+    """The graph's inputs: :data:`INPUT_NAMES`, plus :data:`ANGLE_INPUT` for an angle-conditioned model."""
+    return INPUT_NAMES + ((ANGLE_INPUT,) if getattr(model, "angle_range", None) is not None else ())
 
 
 @dataclass
@@ -40,19 +48,26 @@ class ExportInfo:
     max_abs_diff: float | None = None
     #: why the preferred (dynamo) exporter was not used, when the TorchScript fallback made the file
     fallback_reason: str | None = None
+    #: the graph has the ``angle`` input (degrees)
+    angle: bool = False
 
 
-def _example_inputs(model: Any, n: int, seed: int = 0) -> tuple[Any, Any]:
-    """``(noise (n, noise_dim), e_inc (n, 1) MeV)`` with energies spread over 1 GeV – 100 GeV."""
+def _example_inputs(model: Any, n: int, seed: int = 0) -> tuple[Any, ...]:
+    """``(noise (n, noise_dim), e_inc (n, 1) MeV)`` with energies spread over 1 GeV – 100 GeV, and
+    ``angle (n, 1)`` degrees uniform over the model's training angles when it takes one."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
     noise = model.sample_noise(n, generator=g).to("cpu", torch.float32)
     e_inc = torch.exp(torch.empty(n, 1).uniform_(0.0, 1.0, generator=g) * 4.6) * 1000.0
-    return noise, e_inc
+    angle_range = getattr(model, "angle_range", None)
+    if angle_range is None:
+        return noise, e_inc
+    lo, hi = angle_range
+    return noise, e_inc, torch.empty(n, 1).uniform_(lo, hi if hi > lo else lo + 1.0, generator=g)
 
 
-def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[Any, str, str | None]:
+def _export(module: Any, example: tuple[Any, ...], opset: int | None) -> tuple[Any, str, str | None]:
     """Export ``module`` to an ``onnx.ModelProto``: dynamo exporter first, TorchScript as fallback.
 
     Returns:
@@ -61,14 +76,15 @@ def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[A
     import onnx
     import torch
 
+    names = list(INPUT_NAMES) + ([ANGLE_INPUT] if len(example) > 2 else [])
     errors = []
     try:
         batch = torch.export.Dim("batch", min=1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter warns about renaming shared dynamic axes
             program = torch.onnx.export(
-                module, example, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_shapes={"noise": {0: batch}, "e_inc": {0: batch}}, opset_version=opset,
+                module, example, input_names=names, output_names=list(OUTPUT_NAMES),
+                dynamic_shapes=tuple({0: batch} for _ in example), opset_version=opset,
                 dynamo=True, verbose=False,
             )  # fmt: skip
         return program.model_proto, "dynamo", None
@@ -81,8 +97,8 @@ def _export(module: Any, example: tuple[Any, Any], opset: int | None) -> tuple[A
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module, example, buf, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                dynamic_axes={"noise": {0: "batch"}, "e_inc": {0: "batch"}, "showers": {0: "batch"}},
+                module, example, buf, input_names=names, output_names=list(OUTPUT_NAMES),
+                dynamic_axes={**{k: {0: "batch"} for k in names}, "showers": {0: "batch"}},
                 opset_version=opset or 17, dynamo=False,
             )  # fmt: skip
         return onnx.load_from_string(buf.getvalue()), "torchscript", errors[0]
@@ -97,20 +113,24 @@ def onnx_metadata(model: Any, checkpoint: str | os.PathLike | None, exporter: st
     from fastsim.provenance import file_sha256, provenance
 
     desc = model_description(model)
+    inputs = {
+        "noise": f"float32 (batch, {int(model.noise_dim)}), standard normal",
+        "e_inc": "float32 (batch, 1), incident energy in MeV",
+    }
+    angle_range = getattr(model, "angle_range", None)
+    if angle_range is not None:
+        inputs[ANGLE_INPUT] = (
+            f"float32 (batch, 1), incidence angle in degrees (trained on {angle_range[0]:g}-{angle_range[1]:g})"
+        )
     attrs = provenance(
         producer="fastsim-export",
         geometry=model.geometry.to_json(),
         latent_dim=int(model.latent_dim),
         noise_dim=int(model.noise_dim),
         n_voxels=int(model.geometry.n_voxels),
-        inputs=json.dumps(
-            {
-                "noise": f"float32 (batch, {int(model.noise_dim)}), standard normal",
-                "e_inc": "float32 (batch, 1), incident energy in MeV",
-            }  # fmt: skip
-        ),
+        inputs=json.dumps(inputs),
         outputs=json.dumps({"showers": "float32 (batch, n_voxels), voxel energies in MeV"}),
-        input_names=",".join(INPUT_NAMES),
+        input_names=",".join(input_names(model)),
         output_names=",".join(OUTPUT_NAMES),
         checkpoint=os.path.abspath(checkpoint) if checkpoint is not None else None,
         checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None,
@@ -136,10 +156,11 @@ def verify_onnx(
     module = model.export_module().eval()
     worst = 0.0
     for n in batch_sizes:
-        noise, e_inc = _example_inputs(model, n, seed=n)
+        example = _example_inputs(model, n, seed=n)
         with torch.inference_mode():
-            expected = module(noise, e_inc).numpy()
-        got = session.run(list(OUTPUT_NAMES), {"noise": noise.numpy(), "e_inc": e_inc.numpy()})[0]
+            expected = module(*example).numpy()
+        feeds = {name: t.numpy() for name, t in zip(input_names(model), example, strict=True)}
+        got = session.run(list(OUTPUT_NAMES), feeds)[0]
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=1e-6):
             raise FastsimError(
                 f"{path}: ONNX Runtime output differs from PyTorch at batch size {n} "
@@ -207,4 +228,5 @@ def export_onnx(
         int(model.noise_dim),
         diff,
         fallback_reason,
+        ANGLE_INPUT in input_names(model),
     )

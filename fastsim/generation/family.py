@@ -77,6 +77,11 @@ def load_family_models(index_path: str | os.PathLike) -> FamilyModels:
             raise InputFileError(index_path, f"slice {s['name']!r}: checkpoint {ckpt} not found")
         model = load_generator(ckpt, map_location="cpu")
         check_generator(model)
+        if getattr(model, "angle_range", None) is not None:
+            raise InputFileError(
+                index_path, f"slice {s['name']!r}: its model is conditioned on the incidence angle; "
+                "families of angle-conditioned models are not supported yet",
+            )
         if models and model.geometry.to_json() != models[0].geometry.to_json():
             raise InputFileError(
                 index_path,
@@ -231,7 +236,8 @@ def family_main(args: Any, plan: Any) -> int:
         torch.set_num_threads(args.threads)
     family = load_family_models(args.index)
     if plan is None:
-        plan = energies_like(args.like, n_voxels=family.geometry.n_voxels)
+        # slices are chosen by energy alone: a reference's angles are not carried
+        plan = energies_like(args.like, n_voxels=family.geometry.n_voxels).without_angles()
     result = generate_family(
         family, plan, args.output, seed=args.seed, batch_size=args.batch_size, device=args.device,
         overwrite=args.overwrite, compression_opts=args.compression_level, threshold=args.threshold,

@@ -32,6 +32,9 @@ from fastsim.generation.batches import (
 from fastsim.generation.energies import EnergyPlan, TimePerEnergy, energies_like
 from fastsim.generation.runinfo import GenerateResult, read_result, run_attributes, timing_attributes
 
+#: the per-event incidence angle dataset beside ``incident_energies`` (degrees, (N, 1)), as simulate writes it
+ANGLES_DATASET = "incident_angles"
+
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "GenerateResult",
@@ -98,7 +101,7 @@ def generate_showers(
     from fastsim.data.hdf5 import ShowerWriter
 
     output = check_output_path(output, overwrite)
-    check_generator(model)
+    check_generator(model, plan)
     device = resolve_device(device)
     n_total = len(plan)
     model = model.to(device).eval()
@@ -115,7 +118,7 @@ def generate_showers(
     # one batch before the clock starts: first calls pay for allocations and lazy initialisation,
     # which would otherwise be booked to the first energy of the run
     first_start, first_stop = next(iter(plan.batches(batch_size)))
-    generate_batch(model, plan.slice(first_start, first_stop), seed, 0, device)
+    generate_batch(model, plan.slice(first_start, first_stop), seed, 0, device, 0.0, plan.angles(first_start, first_stop))
     t0 = time.perf_counter()
     with (
         ShowerWriter(
@@ -126,10 +129,12 @@ def generate_showers(
         for b, (start, stop) in enumerate(plan.batches(batch_size)):
             e_inc = plan.slice(start, stop)
             t_batch = time.perf_counter()
-            showers = generate_batch(model, e_inc, seed, b, device, threshold)
+            showers = generate_batch(model, e_inc, seed, b, device, threshold, plan.angles(start, stop))
             timer.add(e_inc, time.perf_counter() - t_batch)
             writer.append(e_inc, showers)
             bar.update(stop - start)
+        if plan.has_angles:  # the same dataset as fastsim simulate --angle writes
+            writer.add_dataset(ANGLES_DATASET, plan.angles(0, n_total)[:, None], units="deg")
         writer.flush()  # chunks still being compressed on other threads belong to the run's time
         wall = time.perf_counter() - t0
         result = GenerateResult(output, n_total, wall, wall / n_total, timer.per_shower(), device)
@@ -175,7 +180,12 @@ def generate_showers_distributed(
     from fastsim.generation.writer import PredictSystem, ShardedShowerWriter, shard_dir_for
 
     output = check_output_path(output, overwrite) if _is_launcher_process() else os.fspath(output)
-    check_generator(model)
+    check_generator(model, plan)
+    if plan.has_angles:
+        raise FastsimError(
+            "a model conditioned on the incidence angle generates on one device for now: drop --devices "
+            "(the shard merge does not carry incident_angles)"
+        )
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     if accelerator == "auto":
         accelerator = "gpu" if resolve_device("auto") == "cuda" else "cpu"

@@ -25,6 +25,12 @@ sample (the validation data, in training) and applied to both samples.
 
 FastCaloGAN (Comput. Softw. Big Sci. 6 (2022) 7) and the CaloChallenge (arXiv:2410.21611) both
 compare these quantities per incident energy.
+
+Samples that carry the incidence angle are also compared per energy × angle
+(:func:`angle_groups`, :func:`energy_angle_response`): the angles are discrete values (at most
+:data:`MAX_DISCRETE` distinct ones, equal within :data:`ANGLE_ATOL_DEG`), as ``fastsim simulate
+--angle`` and ``fastsim generate --angles`` make them; a continuous angle spectrum is cut into
+:data:`N_ANGLE_BINS` equal-population bins of the reference.
 """
 
 from __future__ import annotations
@@ -37,10 +43,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = [
+    "ANGLE_ATOL_DEG",
     "MAX_DISCRETE",
+    "N_ANGLE_BINS",
     "N_BINS",
+    "AngleGroups",
     "EnergyGroups",
+    "angle_groups",
     "compare_response",
+    "energy_angle_response",
     "energy_groups",
     "energy_response",
     "layer_response",
@@ -52,6 +63,103 @@ __all__ = [
 MAX_DISCRETE = 30
 #: equal-population bins of a continuous spectrum
 N_BINS = 10
+#: incidence angles closer than this (degrees) are one value
+ANGLE_ATOL_DEG = 1e-6
+#: equal-population bins of a continuous angle spectrum
+N_ANGLE_BINS = 5
+
+
+@dataclass(frozen=True)
+class AngleGroups:
+    """A partition of incidence angles (degrees): discrete ``values`` (K,), or bins with ``edges`` (K + 1,)."""
+
+    kind: str
+    values: np.ndarray
+    edges: np.ndarray | None = None
+
+    @property
+    def n_groups(self) -> int:
+        return int(len(self.values))
+
+    def keys(self) -> list[str]:
+        """``"20"`` (discrete) or ``"10-20"`` (degrees)."""
+        if self.edges is None:
+            return [f"{float(a):g}" for a in self.values]
+        return [f"{float(lo):g}-{float(hi):g}" for lo, hi in zip(self.edges[:-1], self.edges[1:], strict=True)]
+
+    def labels(self) -> list[str]:
+        return [f"{k}°" for k in self.keys()]
+
+    def assign(self, angles: ArrayLike) -> np.ndarray:
+        """Group index (N,) int64 of each angle (degrees); -1 outside every group."""
+        a = np.asarray(angles, dtype=np.float64).ravel()
+        if self.edges is None:
+            d = np.abs(a[:, None] - self.values[None, :]) if len(a) else np.zeros((0, self.n_groups))
+            pick = d.argmin(axis=1) if self.n_groups else np.zeros(len(a), dtype=np.int64)
+            ok = d[np.arange(len(a)), pick] <= ANGLE_ATOL_DEG if self.n_groups else np.zeros(len(a), bool)
+            return np.where(ok, pick, -1).astype(np.int64)
+        idx = np.searchsorted(self.edges, a, side="right") - 1
+        idx = np.where(a == self.edges[-1], self.n_groups - 1, idx)  # the last bin includes its top edge
+        return np.where((idx >= 0) & (idx < self.n_groups), idx, -1).astype(np.int64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "values_deg": [float(a) for a in self.values],
+            "edges_deg": None if self.edges is None else [float(x) for x in self.edges],
+        }
+
+
+def angle_groups(angles: ArrayLike, max_discrete: int = MAX_DISCRETE, n_bins: int = N_ANGLE_BINS) -> AngleGroups:
+    """Groups of the reference's incidence angles (degrees, (N,)): its distinct values when there
+    are at most ``max_discrete``, else ``n_bins`` bins of equal population (edges: quantiles)."""
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    distinct = np.unique(a)
+    if len(distinct):
+        # merge values within ANGLE_ATOL_DEG (float32 round trips)
+        keep = np.concatenate([[True], np.diff(distinct) > ANGLE_ATOL_DEG])
+        distinct = distinct[keep]
+    if len(distinct) <= max_discrete:
+        return AngleGroups("discrete", distinct)
+    edges = np.unique(np.quantile(a, np.linspace(0.0, 1.0, n_bins + 1)))
+    return AngleGroups("binned", 0.5 * (edges[:-1] + edges[1:]), edges)
+
+
+def energy_angle_response(
+    e_inc: ArrayLike,
+    e_tot: ArrayLike,
+    angles: ArrayLike,
+    groups: EnergyGroups,
+    angles_groups: AngleGroups,
+) -> list[dict[str, Any]]:
+    """Response E_tot/E_inc and resolution per incident energy × incidence angle.
+
+    Args:
+        e_inc, e_tot: incident and total deposited energies, (N,) MeV.
+        angles: incidence angles, (N,) degrees.
+        groups: energy groups (:func:`energy_groups` on the reference).
+        angles_groups: angle groups (:func:`angle_groups` on the reference).
+
+    Returns:
+        One :func:`summarize` dict per (energy group, angle group), energy-major, with ``energy``
+        (MeV), ``angle`` (degrees), ``energy_index`` and ``angle_index`` added; cells without a
+        shower have ``n = 0`` and NaN statistics.
+    """
+    e = np.asarray(e_inc, dtype=np.float64).ravel()
+    t = np.asarray(e_tot, dtype=np.float64).ravel()
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    if not (e.shape == t.shape == a.shape):
+        raise ValueError(f"e_inc {e.shape}, e_tot {t.shape} and angles {a.shape} differ in shape")
+    ie, ia = groups.assign(e), angles_groups.assign(a)
+    ratio = t / e
+    out = []
+    for g in range(groups.n_groups):
+        for k in range(angles_groups.n_groups):
+            row: dict[str, Any] = summarize(ratio[(ie == g) & (ia == k)])
+            row.update(energy=float(groups.energies[g]), angle=float(angles_groups.values[k]),
+                       energy_index=g, angle_index=k)  # fmt: skip
+            out.append(row)
+    return out
 
 
 @dataclass(frozen=True)

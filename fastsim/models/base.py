@@ -35,7 +35,9 @@ class ShowerGeneratorModule(L.LightningModule):
     Args:
         geometry: ``Geometry.to_dict()`` (or a built-in name / XML path, stored as a dict).
         transform: voxel-transform config (``transform.config()``), e.g. ``{"class": "DivideByIncident"}``.
-        condition: fitted ``EnergyCondition.config()``, e.g. ``{"class": "EnergyCondition", "e_min": 256, "e_max": 4.2e6}``.
+        condition: fitted ``EnergyCondition.config()``, e.g. ``{"class": "EnergyCondition", "e_min": 256, "e_max": 4.2e6}``,
+            or for data with an angle column a ``ConditionSet.config()`` (the energy and an
+            ``AngleCondition``: the checkpoint then scales raw angles, :meth:`scale_extra_conditions`).
         n_conditions: condition columns; column 0 is the scaled energy, the others are extra
             conditions given by the data (and to :meth:`generate` as ``extra_conditions``).
         latent_dim: noise dimension.
@@ -76,6 +78,12 @@ class ShowerGeneratorModule(L.LightningModule):
         self.voxel_transform: nn.Module = build_transform(transform or {"class": "DivideByIncident"})
         self.hparams["transform"] = self.voxel_transform.config()
         self.hparams["condition"] = self.condition_transform.config()
+        named = getattr(self.condition_transform, "names", None)
+        if named is not None and 1 + len(named) != n_conditions:
+            raise FastsimError(
+                f"n_conditions is {n_conditions} but the condition config describes {1 + len(named)} columns "
+                f"(energy, {', '.join(named)})"
+            )
         #: per-energy standardised energy observables (EnergyFeatures), set by subclasses that use them
         self.features: nn.Module | None = None
         self._identity_fractions = transform_classes(self.hparams["transform"]) == ["DivideByIncident"]
@@ -102,6 +110,41 @@ class ShowerGeneratorModule(L.LightningModule):
     @property
     def n_conditions(self) -> int:
         return int(self.hparams["n_conditions"])
+
+    @property
+    def condition_names(self) -> list[str]:
+        """Names of the condition columns: ``["energy"]``, ``["energy", "angle"]``; columns whose
+        scaling the checkpoint does not record are ``"extra1"``, ``"extra2"``…"""
+        named = getattr(self.condition_transform, "names", None)
+        if named is not None:
+            return ["energy", *named]
+        return ["energy"] + [f"extra{k}" for k in range(1, self.n_conditions)]
+
+    @property
+    def angle_range(self) -> tuple[float, float] | None:
+        """(θ_min, θ_max) in degrees of a model conditioned on the incidence angle, else None."""
+        for t in getattr(self.condition_transform, "extra", ()):
+            if getattr(t, "name", None) == "angle":
+                return t.range
+        return None
+
+    def scale_extra_conditions(self, values: Tensor) -> Tensor:
+        """Extra conditions in physical units (n, C − 1) (the angle in degrees) → scaled (n, C − 1)
+        float32, as :meth:`generate`'s ``extra_conditions`` takes them.
+
+        Raises:
+            FastsimError: the model has no extra conditions, or its checkpoint does not record how
+                to scale them.
+        """
+        if self.n_conditions == 1:
+            raise FastsimError("this model takes no extra conditions (it is conditioned on the energy alone)")
+        if not hasattr(self.condition_transform, "scale_extra"):
+            raise FastsimError(
+                f"this model takes {self.n_conditions - 1} extra condition column(s) whose scaling its checkpoint "
+                "does not record; give them already scaled (generate(extra_conditions=...))"
+            )
+        v = torch.as_tensor(values).to(self.device)
+        return self.condition_transform.scale_extra(v).to(torch.float32)
 
     # ------------------------------------------------------------------ inference
     def decoder_network(self) -> nn.Module:  # pragma: no cover - abstract
@@ -167,7 +210,9 @@ class ShowerGeneratorModule(L.LightningModule):
     def export_module(self) -> nn.Module:
         """An ONNX-traceable module ``(noise (n, noise_dim), e_inc (n, 1) MeV) -> (n, V) MeV``.
 
-        Models with extra conditions take a third input ``extra (n, n_conditions − 1)``.
+        Models with extra conditions take a third input ``extra (n, n_conditions − 1)``: in physical
+        units (the angle in degrees) when the checkpoint records their scaling (a ``ConditionSet``),
+        already scaled otherwise.
         """
         return ExportedGenerator(
             self.decoder_network(), self.condition_transform, self.voxel_transform, self.n_conditions
@@ -344,6 +389,9 @@ def _to_showers(voxel_transform: nn.Module, x: Tensor, e_inc: Tensor) -> Tensor:
 class ExportedGenerator(nn.Module):
     """``(noise (n, noise_dim), e_inc (n, 1) MeV[, extra (n, C−1)]) -> showers (n, V) MeV``.
 
+    ``extra`` is in physical units (the angle in degrees) when the condition transform is a
+    ``ConditionSet`` (it scales them), already scaled otherwise.
+
     Holds only what generation needs (the decoding network and the two transforms, sharing the
     system's parameters), so an ONNX export carries no critic or encoder.
     """
@@ -363,5 +411,7 @@ class ExportedGenerator(nn.Module):
 
     def forward(self, noise: Tensor, e_inc: Tensor, extra: Tensor | None = None) -> Tensor:
         e = e_inc.reshape(-1)
+        if extra is not None and hasattr(self.condition_transform, "scale_extra"):
+            extra = self.condition_transform.scale_extra(extra)
         cond = _conditions(self.condition_transform, self.n_conditions, e, extra)
         return _to_showers(self.voxel_transform, self.network(noise, cond), e)

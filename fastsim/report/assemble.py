@@ -20,10 +20,18 @@ import numpy as np
 from fastsim.errors import FastsimError
 from fastsim.geometry import Geometry
 from fastsim.metrics.compare import compare_distributions, reference_binning, separation_power_counts
-from fastsim.metrics.response import EnergyGroups, compare_response, layer_response, summarize
+from fastsim.metrics.response import (
+    AngleGroups,
+    EnergyGroups,
+    compare_response,
+    energy_angle_response,
+    layer_response,
+    summarize,
+)
 from fastsim.metrics.shapes import FEATURE_UNITS, PER_LAYER_FEATURES
 from fastsim.report.collect import SampleData
 from fastsim.report.result import (
+    AngleRow,
     BenchmarkResult,
     Check,
     ClassifierResult,
@@ -48,6 +56,7 @@ __all__ = [
     "PROTOCOLS",
     "classifier_input_set",
     "compare_timing",
+    "compute_angle_rows",
     "compute_metrics",
     "summarize_checks",
 ]
@@ -279,6 +288,44 @@ def compute_metrics(
         calochallenge=caloc,
         summary=summary,
     )
+
+
+def compute_angle_rows(
+    gen: SampleData,
+    ref: SampleData,
+    groups: EnergyGroups,
+    angles_groups: AngleGroups,
+    angles_gen: np.ndarray,
+    angles_ref: np.ndarray,
+) -> list[AngleRow]:
+    """Response and resolution of E_tot/E_inc per incident energy × incidence angle.
+
+    Args:
+        gen, ref: the collected samples (``features["e_inc"]``/``["e_tot"]`` (N,) MeV, file order).
+        groups, angles_groups: energy and angle groups, both from the reference.
+        angles_gen, angles_ref: each sample's incidence angles, (N,) degrees, file order.
+
+    Returns:
+        One :class:`AngleRow` per cell the reference fills, energy-major (the generated side has
+        ``n = 0`` where it has no shower).
+    """
+    rows_g = energy_angle_response(gen.features["e_inc"], gen.features["e_tot"], angles_gen, groups, angles_groups)
+    rows_r = energy_angle_response(ref.features["e_inc"], ref.features["e_tot"], angles_ref, groups, angles_groups)
+    e_keys, e_labels = groups.keys(), groups.labels()
+    a_keys, a_labels = angles_groups.keys(), angles_groups.labels()
+    out = []
+    for rg, rr in zip(rows_g, rows_r, strict=True):
+        if rr["n"] == 0:
+            continue
+        g, k = rr["energy_index"], rr["angle_index"]
+        sg = {key: rg[key] for key in ("n", "mean", "mean_unc", "std", "resolution", "resolution_unc", "median")}
+        sr = {key: rr[key] for key in sg}
+        out.append(AngleRow(
+            key=f"{e_keys[g]}@{a_keys[k]}", label=f"{e_labels[g]}, {a_labels[k]}", energy_key=e_keys[g],
+            angle_key=a_keys[k], energy=rr["energy"], angle=rr["angle"],
+            generated=SampleSummary.from_json(sg), reference=SampleSummary.from_json(sr), **compare_response(sg, sr),
+        ))  # fmt: skip
+    return out
 
 
 def summarize_checks(per_energy: list[EnergyRow], clf: ClassifierSection, tolerances: Tolerances) -> Summary:

@@ -39,11 +39,13 @@ from fastsim.metrics.response import EnergyGroups, compare_response, energy_grou
 __all__ = ["BenchmarkCallback"]
 
 
-def _read_subsample(path: str, n_max: int, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """A seeded random subsample of at most ``n_max`` rows, streamed: (e_inc (n,), E_tot (n,), V)."""
+def _read_subsample(path: str, n_max: int, seed: int) -> tuple[np.ndarray, np.ndarray, int, np.ndarray | None]:
+    """A seeded random subsample of at most ``n_max`` rows, streamed: (e_inc (n,), E_tot (n,), V,
+    incidence angles (n,) degrees or None when the file has none)."""
     from fastsim.data.hdf5 import open_calochallenge
 
     with open_calochallenge(path) as cf:
+        angles = cf.incident_angles()
         n = cf.n_showers
         rows = np.sort(np.random.default_rng(seed).choice(n, size=min(n, n_max), replace=False))
         e_parts, t_parts = [], []
@@ -51,7 +53,8 @@ def _read_subsample(path: str, n_max: int, seed: int) -> tuple[np.ndarray, np.nd
             pick = rows[(rows >= start) & (rows < start + len(e))] - start
             e_parts.append(e[pick])
             t_parts.append(s[pick].sum(axis=1, dtype=np.float64))
-        return np.concatenate(e_parts), np.concatenate(t_parts), cf.n_voxels
+        picked = None if angles is None else angles[rows]
+        return np.concatenate(e_parts), np.concatenate(t_parts), cf.n_voxels, picked
 
 
 class BenchmarkCallback(L.Callback):
@@ -96,6 +99,7 @@ class BenchmarkCallback(L.Callback):
         self._e_tot: np.ndarray | None = None
         self._n_voxels: int | None = None
         self._groups: EnergyGroups | None = None
+        self._angles: np.ndarray | None = None  # (N,) degrees, for a model conditioned on the angle
         #: the metrics of the last run, name -> value (what was logged)
         self.last_metrics: dict[str, float] = {}
 
@@ -113,7 +117,7 @@ class BenchmarkCallback(L.Callback):
             rows.sort()
             e_inc, e_tot, n_vox = e[rows], s[rows].sum(axis=1, dtype=np.float64), s.shape[1]
         else:
-            e_inc, e_tot, n_vox = _read_subsample(os.fspath(self.reference), self.max_showers, self.seed)
+            e_inc, e_tot, n_vox, self._angles = _read_subsample(os.fspath(self.reference), self.max_showers, self.seed)
         if not (np.all(np.isfinite(e_inc)) and np.all(e_inc > 0) and np.all(np.isfinite(e_tot))):
             raise InputFileError(str(self.reference)[:200], "reference has non-finite or non-positive energies")
         self._e_inc, self._e_tot, self._n_voxels = e_inc, e_tot, int(n_vox)
@@ -129,6 +133,12 @@ class BenchmarkCallback(L.Callback):
             raise InputFileError(
                 os.fspath(where), f"showers have {self._n_voxels} voxels but the model's geometry has {n_vox}"
             )
+        if getattr(pl_module, "n_conditions", 1) > 1 and (self._angles is None or pl_module.angle_range is None):
+            where = self.reference if not isinstance(self.reference, tuple) else "reference arrays"
+            raise InputFileError(
+                os.fspath(where), "the model is conditioned on the incidence angle: the benchmark reference must be "
+                "a file with incident_angles",
+            )
 
     # ------------------------------------------------------------------ generation and metrics
     def generate_e_tot(self, pl_module: L.LightningModule) -> np.ndarray:
@@ -141,7 +151,10 @@ class BenchmarkCallback(L.Callback):
             torch.manual_seed(self.seed)
             for lo in range(0, len(self._e_inc), self.batch_size):
                 e = torch.as_tensor(self._e_inc[lo : lo + self.batch_size], dtype=torch.float32, device=device)
-                showers = pl_module.generate(e)
+                extra = None
+                if getattr(pl_module, "n_conditions", 1) > 1 and self._angles is not None:
+                    extra = pl_module.scale_extra_conditions(torch.as_tensor(self._angles[lo : lo + self.batch_size, None]))
+                showers = pl_module.generate(e) if extra is None else pl_module.generate(e, extra_conditions=extra)
                 out.append(showers.double().sum(dim=1).cpu().numpy())
         return np.concatenate(out)
 

@@ -154,6 +154,14 @@ def main(argv: list[str]) -> int:
         f"({s.n_passed}/{s.n_checks} checks), "
         f"mean separation power {s.mean_separation_power_e_ratio:.4g}; report in {args.out}/report.md"
     )
+    if result.per_energy_angle:
+        from fastsim.report.render import angle_table
+
+        header, rows = angle_table(result)
+        keep = [0, 1, 2, 3, 6, 9]  # energy, angle, counts, the two ratios
+        print("per energy × angle (response and resolution ratios, generated/reference):")
+        for line in [[header[i] for i in keep], *[[r[i] for i in keep] for r in rows]]:
+            print("  " + "  ".join(f"{c:>14}" for c in line))
     return 1 if (args.strict and not s.passed) else 0
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import BUILTIN, Geometry
-from fastsim.metrics.response import EnergyGroups, energy_groups
+from fastsim.metrics.response import AngleGroups, EnergyGroups, angle_groups, energy_groups
 
 if TYPE_CHECKING:
     from fastsim.data.hdf5 import CaloFile
@@ -23,6 +23,8 @@ __all__ = [
     "KS_DISTANCE",
     "KS_PVALUE",
     "InputsInfo",
+    "AngleInfo",
+    "check_angles",
     "check_deposit_scale",
     "check_energies",
     "check_energy_scales",
@@ -148,6 +150,52 @@ class InputsInfo:
     energy_check: dict[str, Any]
     attrs: dict[str, dict[str, Any]]
     n_showers: dict[str, int]
+    #: the incidence angles when both files carry them (:func:`check_angles`), else None
+    angles: AngleInfo | None = None
+
+
+@dataclass
+class AngleInfo:
+    """The incidence angles of a pair that both carry them (degrees, (N,) each, file order)."""
+
+    generated: np.ndarray
+    reference: np.ndarray
+    groups: AngleGroups
+    generated_only: list[float]
+    reference_only: list[float]
+
+
+def check_angles(generated: CaloFile, reference: CaloFile) -> AngleInfo | None:
+    """The angles of a pair when both files have ``incident_angles`` (None otherwise: compared per
+    energy only). Angle groups are built from the reference and applied to both.
+
+    Raises:
+        InputFileError: naming the generated file, when no generated angle falls in a reference
+            angle group (the samples share no angle: nothing to compare per angle), or an
+            angle dataset is not in degrees.
+    """
+    a_gen, a_ref = generated.incident_angles_deg(), reference.incident_angles_deg()
+    if a_gen is None or a_ref is None:
+        return None
+    groups = angle_groups(a_ref)
+    idx = groups.assign(a_gen)
+    if not np.any(idx >= 0):
+        raise InputFileError(
+            generated.path,
+            f"incidence angles {_angle_list(a_gen)} deg share none with the reference {reference.path} "
+            f"({_angle_list(a_ref)} deg): generate with --like {reference.path} or --angles from its set",
+        )
+    gen_only = sorted({round(float(a), 6) for a in a_gen[idx < 0]})
+    ref_groups = groups.assign(a_ref)
+    covered = set(np.unique(idx[idx >= 0]).tolist())
+    ref_only = sorted({round(float(groups.values[k]), 6) for k in np.unique(ref_groups) if k >= 0 and k not in covered})
+    return AngleInfo(a_gen, a_ref, groups, gen_only, ref_only)
+
+
+def _angle_list(a: np.ndarray, n_max: int = 8) -> str:
+    values = np.unique(np.round(a, 6))
+    text = ", ".join(f"{v:g}" for v in values[:n_max])
+    return text + (f", … ({len(values)} values)" if len(values) > n_max else "")
 
 
 def check_inputs(
@@ -158,7 +206,7 @@ def check_inputs(
     Checks, in order: neither file is empty; both have the same voxel count; the geometry
     (given, or from :func:`infer_geometry`) matches that count; the energy scales
     (:func:`check_energy_scales`); the incident energies (:func:`check_energies`, with groups
-    built from the reference).
+    built from the reference); the incidence angles when both files carry them (:func:`check_angles`).
 
     Args:
         generated, reference: the files, open (:func:`fastsim.data.hdf5.open_calochallenge`
@@ -198,7 +246,7 @@ def check_inputs(
     check = check_energies(gpath, e_gen, rpath, e_ref, groups)
     return InputsInfo(
         geo, groups, check, {"generated": dict(gf.attrs), "reference": dict(rf.attrs)},
-        {"generated": gf.n_showers, "reference": rf.n_showers},
+        {"generated": gf.n_showers, "reference": rf.n_showers}, check_angles(gf, rf),
     )  # fmt: skip
 
 

@@ -35,6 +35,34 @@ def _pm(v: Any, u: Any, digits: int = 4) -> str:
     return f"{_fmt(v, digits)} ± {_fmt(u, 2)}"
 
 
+def angle_table(result: BenchmarkResult) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the per energy × angle table (empty rows when the samples carry no angle)."""
+    header = ["E_inc", "angle", "N gen", "N ref", "response gen", "response ref", "ratio",
+              "resolution gen", "resolution ref", "ratio"]  # fmt: skip
+    rows = []
+    for row in result.per_energy_angle or []:
+        g, r = row.generated, row.reference
+        rows.append([
+            row.label.rsplit(", ", 1)[0], f"{row.angle_key}°", _fmt(g.n), _fmt(r.n), _pm(g.mean, g.mean_unc),
+            _pm(r.mean, r.mean_unc), _pm(row.response_ratio, row.response_ratio_unc),
+            _pm(g.resolution, g.resolution_unc, 3), _pm(r.resolution, r.resolution_unc, 3),
+            _pm(row.resolution_ratio, row.resolution_ratio_unc),
+        ])  # fmt: skip
+    return header, rows
+
+
+def _angle_blocks(result: BenchmarkResult) -> list[tuple[str, Any]]:
+    groups = result.angle_groups or {}
+    text = ("Both samples carry the incidence angle (`incident_angles`, degrees): E_tot/E_inc per incident "
+            "energy and angle (groups from the reference). Informational: the checks above are per energy.")  # fmt: skip
+    only = [f"{name} only: {', '.join(f'{a:g}' for a in groups.get(key) or [])}°"
+            for name, key in (("generated", "generated_only_deg"), ("reference", "reference_only_deg"))
+            if groups.get(key)]  # fmt: skip
+    if only:
+        text += " Angles in one sample only (not compared): " + "; ".join(only) + "."
+    return [("h2", "Agreement per incident energy × angle"), ("p", text), ("table", angle_table(result))]
+
+
 def document(result: BenchmarkResult, images: dict[str, str]) -> list[tuple[str, Any]]:
     """The report as blocks ("h1"/"h2"/"p"/"table"/"img", content), rendered to Markdown and HTML.
 
@@ -91,6 +119,8 @@ def document(result: BenchmarkResult, images: dict[str, str]) -> list[tuple[str,
     for key in ("response", "resolution", "e_ratio"):
         if key in images:
             blocks.append(("img", images[key]))
+    if result.per_energy_angle:
+        blocks.extend(_angle_blocks(result))
     blocks.append(("h2", "Classifier test"))
     if clf.run:
         rows = []

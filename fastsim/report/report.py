@@ -3,7 +3,8 @@
 The stages live in their own modules and run in this order:
 
 1. :mod:`fastsim.report.inputs` — both files, opened once, are checked against the geometry and
-   each other (:func:`~fastsim.report.inputs.check_inputs`);
+   each other (:func:`~fastsim.report.inputs.check_inputs`; incidence angles that both carry must
+   overlap, and then the response is also compared per energy × angle);
 2. :mod:`fastsim.report.collect` — each file is streamed once, chunk by chunk, through the
    readout threshold into everything the metrics need
    (:func:`~fastsim.report.collect.collect_sample`);
@@ -32,7 +33,13 @@ import numpy as np
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 from fastsim.outputs import atomic_output, write_json, write_text
-from fastsim.report.assemble import PROTOCOLS, classifier_input_set, compare_timing, compute_metrics
+from fastsim.report.assemble import (
+    PROTOCOLS,
+    classifier_input_set,
+    compare_timing,
+    compute_angle_rows,
+    compute_metrics,
+)
 from fastsim.report.collect import SampleData, collect_sample, voxel_counts
 from fastsim.report.inputs import check_deposit_scale, check_inputs
 from fastsim.report.render import document, render_html, render_markdown
@@ -188,6 +195,11 @@ def run_benchmark(
         gen, ref, geo, info.groups, tol, classifier, classifier_options, seed, protocol=protocol,
         classifier_inputs=inputs,
     )  # fmt: skip
+    if info.angles is not None:  # both files carry the incidence angle: also per energy × angle
+        a = info.angles
+        result.per_energy_angle = compute_angle_rows(gen, ref, info.groups, a.groups, a.generated, a.reference)
+        result.angle_groups = {**a.groups.to_dict(), "generated_only_deg": a.generated_only,
+                               "reference_only_deg": a.reference_only}  # fmt: skip
     result.fastsim_version = __version__
     result.created_utc = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result.seed = seed

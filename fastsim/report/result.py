@@ -19,7 +19,10 @@ Versions of ``metrics.json`` (``format_version``): 1 (before the protocol and th
 threshold were recorded), 2 (protocol, threshold, ``calochallenge`` section), 3 (this layout:
 the keys of version 2, every field of each typed object always written, ``null`` where it does
 not apply). All three are read; anything else is refused with a one-line
-:class:`~fastsim.errors.InputFileError`.
+:class:`~fastsim.errors.InputFileError`. Version 3 grew two keys without a new version, since
+every reader ignores keys it does not know and reads their absence as ``null``:
+``response.per_energy_angle`` (a list of :class:`AngleRow`, when both samples carry the incidence
+angle) and ``response.angle_groups``; files written before them read the same.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fastsim.outputs import read_json
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "AngleRow",
     "BenchmarkResult",
     "Check",
     "ClassifierResult",
@@ -199,6 +203,44 @@ class EnergyRow:
 
 
 # ----------------------------------------------------------------------------------- layers, shapes
+@dataclass
+class AngleRow:
+    """The agreement at one incident energy × incidence angle (both samples carry the angle).
+
+    Attributes:
+        key: ``"<energy key>@<angle key>"`` (``"1024@20"``); label: ``"1.024 GeV, 20°"``;
+        energy_key, angle_key: the keys of the energy group and of the angle group;
+        energy: MeV; angle: degrees (the group's value, or a bin's centre).
+        generated, reference: E_tot/E_inc of each sample in the cell.
+        response_ratio, resolution_ratio: generated/reference ratios, with ``*_unc``.
+    """
+
+    key: str
+    label: str
+    energy_key: str
+    angle_key: str
+    energy: float
+    angle: float
+    generated: SampleSummary
+    reference: SampleSummary
+    response_ratio: float | None = None
+    response_ratio_unc: float | None = None
+    resolution_ratio: float | None = None
+    resolution_ratio_unc: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out.update(generated=self.generated.to_json(), reference=self.reference.to_json())
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AngleRow:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw.update(generated=SampleSummary.from_json(data["generated"]), reference=SampleSummary.from_json(data["reference"]))
+        return cls(**kw)
+
+
 @dataclass
 class LayerSection:
     """Layer energies.
@@ -456,6 +498,10 @@ class BenchmarkResult:
         ``n_voxels``), tolerances (the :class:`~fastsim.report.tolerances.Tolerances` as a dict),
         timing (time per shower of both samples, None without timing attributes), run_seconds,
         files (the PNGs and the mean-image file written): the run's context.
+        per_energy_angle: one :class:`AngleRow` per energy × angle when both samples carry the
+            incidence angle, else None (JSON: ``response.per_energy_angle``); angle_groups:
+            :meth:`fastsim.metrics.response.AngleGroups.to_dict` with the angles only one sample
+            has (``generated_only_deg``, ``reference_only_deg``), or None.
     """
 
     protocol: str
@@ -478,6 +524,8 @@ class BenchmarkResult:
     timing: dict[str, Any] | None = None
     run_seconds: float | None = None
     files: dict[str, Any] | None = None
+    per_energy_angle: list[AngleRow] | None = None
+    angle_groups: dict[str, Any] | None = None
 
     def row(self, key: str) -> EnergyRow:
         """The row of the energy group ``key`` (``"1024"``, ``"1000-3162"``)."""
@@ -500,7 +548,11 @@ class BenchmarkResult:
             "geometry": self.geometry,
             "tolerances": self.tolerances,
             "energy_groups": self.energy_groups,
-            "response": {"per_energy": [r.to_json() for r in self.per_energy]},
+            "response": {
+                "per_energy": [r.to_json() for r in self.per_energy],
+                "per_energy_angle": None if self.per_energy_angle is None else [r.to_json() for r in self.per_energy_angle],
+                "angle_groups": self.angle_groups,
+            },
             "layers": self.layers.to_json(),
             "shapes": {k: s.to_json() for k, s in self.shapes.items()},
             "voxel_spectrum": self.voxel_spectrum.to_json(),
@@ -553,6 +605,10 @@ class BenchmarkResult:
                 timing=data.get("timing"),
                 run_seconds=data.get("run_seconds"),
                 files=data.get("files"),
+                per_energy_angle=None if data["response"].get("per_energy_angle") is None else [
+                    AngleRow.from_json(r) for r in data["response"]["per_energy_angle"]
+                ],
+                angle_groups=data["response"].get("angle_groups"),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise InputFileError(

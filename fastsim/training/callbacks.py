@@ -94,9 +94,10 @@ class Chi2ModelSelection(Callback):
         self._ratio: list[torch.Tensor] = []
         self._e_inc: list[torch.Tensor] = []
         self._showers: list[torch.Tensor] = []
+        self._extra: list[torch.Tensor] = []  # condition columns after the energy (e.g. the angle), scaled
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ratio, self._e_inc, self._showers = [], [], []
+        self._ratio, self._e_inc, self._showers, self._extra = [], [], [], []
 
     def on_validation_batch_end(
         self,
@@ -113,6 +114,8 @@ class Chi2ModelSelection(Callback):
         showers = pl_module.to_showers(batch["x"], e)
         self._ratio.append((showers.sum(dim=1, dtype=torch.float64) / e).detach())
         self._e_inc.append(e.detach().to(torch.float64))
+        if batch["cond"].shape[1] > 1:  # generated at the validation events' own extra conditions
+            self._extra.append(batch["cond"][:, 1:].detach().to(torch.float64))
         if self.high_level:
             self._showers.append(showers.detach().to(torch.float32))
 
@@ -135,7 +138,9 @@ class Chi2ModelSelection(Callback):
         ratio_ref = self._gather(pl_module, self._ratio)
         e_ref = self._gather(pl_module, self._e_inc)
         showers_ref = self._gather(pl_module, self._showers, pl_module.n_voxels) if self.high_level else None
-        self._ratio, self._e_inc, self._showers = [], [], []
+        n_extra = pl_module.n_conditions - 1
+        extra_ref = self._gather(pl_module, self._extra, n_extra) if n_extra else None
+        self._ratio, self._e_inc, self._showers, self._extra = [], [], [], []
         if len(e_ref) == 0:
             return
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed)
@@ -144,10 +149,14 @@ class Chi2ModelSelection(Callback):
         gen_e: list[np.ndarray] = []
         for label, idx in energy_groups(e_ref, self.max_discrete, self.n_ranges):
             e_gen = torch.as_tensor(np.repeat(e_ref[idx], self.oversample), device=pl_module.device)
+            x_gen = None
+            if extra_ref is not None:
+                x_gen = torch.as_tensor(np.repeat(extra_ref[idx], self.oversample, axis=0), device=pl_module.device)
             ratio_gen = []
             for lo in range(0, len(e_gen), self.batch_size):
                 e = e_gen[lo : lo + self.batch_size]
-                showers = pl_module.generate(e, generator=generator)
+                extra = None if x_gen is None else x_gen[lo : lo + self.batch_size]
+                showers = pl_module.generate(e, generator=generator, extra_conditions=extra)
                 ratio_gen.append((showers.sum(dim=1, dtype=torch.float64) / e).cpu())
                 if self.high_level:
                     gen_showers.append(showers.cpu().numpy())
