@@ -66,6 +66,11 @@ def _choice(hp: dict[str, Any], key: str, choices: Iterable[str], lower: bool = 
         raise HyperparameterError(key, f"must be one of {', '.join(map(repr, choices))}, got {v!r}")
 
 
+def _flag(hp: dict[str, Any], key: str) -> None:
+    if not isinstance(hp[key], bool):
+        raise HyperparameterError(key, f"must be true or false, got {hp[key]!r}")
+
+
 def _widths(hp: dict[str, Any], key: str, allow_none: bool = False) -> None:
     v = hp[key]
     if v is None and allow_none:
@@ -118,8 +123,7 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
             f"{hp['voxel_noise']:g} needs output: hierarchical (it draws the voxel fractions of its "
             f"per-layer softmax), got output: {hp['output']!r}",
         )
-    if hp["energy_noise"] not in (True, False):
-        raise HyperparameterError("energy_noise", f"must be true or false, got {hp['energy_noise']!r}")
+    _flag(hp, "energy_noise")
     if hp["energy_noise"] and hp["output"] != "hierarchical":
         raise HyperparameterError("energy_noise", f"needs output: hierarchical, got output: {hp['output']!r}")
     _choice(hp, "critic_voxels", ("model", "log"))
@@ -141,8 +145,7 @@ def check_vae(hp: dict[str, Any]) -> None:
     if not _is_real(hp["zero_threshold"]):
         raise HyperparameterError("zero_threshold", f"must be a finite number, got {hp['zero_threshold']!r}")
     _choice(hp, "decode", ("mean", "median", "sample", "sample_zeros"))
-    if not isinstance(hp["energy_head"], bool):
-        raise HyperparameterError("energy_head", f"must be true or false, got {hp['energy_head']!r}")
+    _flag(hp, "energy_head")
 
 
 def with_defaults(cls: type, given: dict[str, Any]) -> dict[str, Any]:
