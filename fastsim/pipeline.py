@@ -107,6 +107,51 @@ def split_reference(
     return int((~held).sum()), int(held.sum())
 
 
+def check_extra_training(extra: list[Path], heldout: Path, chunk: int = 50_000) -> int:
+    """Refuse extra training files that hold any held-out shower; return their number of showers.
+
+    ``fastsim demo --extra-train`` adds Geant4 showers to the training part only. A file that
+    shares showers with the held-out part (the reference itself, a copy, a file made from it)
+    would put held-out events into training and make every benchmark number meaningless, so
+    every extra shower is compared byte for byte (with its incident energy) with the held-out
+    ones, streamed in chunks.
+
+    Args:
+        extra: CaloChallenge HDF5 files with the geometry of the held-out file.
+        heldout: the held-out CaloChallenge file written by :func:`split_reference`.
+        chunk: rows read at a time from each extra file.
+
+    Raises:
+        FastsimError: naming the file, when it is the held-out/reference file or shares a shower.
+    """
+    import hashlib
+
+    from fastsim.data.hdf5 import open_calochallenge
+
+    def keys(e_inc: np.ndarray, showers: np.ndarray) -> list[bytes]:
+        rows = np.ascontiguousarray(showers, dtype=np.float32)
+        return [hashlib.blake2b(np.float64(e).tobytes() + r.tobytes(), digest_size=16).digest()
+                for e, r in zip(np.asarray(e_inc, dtype=np.float64).reshape(-1), rows)]
+
+    with open_calochallenge(heldout) as f:
+        e_held, s_held = f.read()
+        n_voxels = s_held.shape[1]
+    held = set(keys(e_held, s_held))
+    total = 0
+    for path in extra:
+        with open_calochallenge(path) as f:
+            n, v = f.n_showers, f.n_voxels
+            if v != n_voxels:
+                raise FastsimError(f"{path}: --extra-train showers have {v} voxels, the reference {n_voxels}")
+            for start in range(0, n, chunk):
+                e_inc, showers = f.read(start, min(n, start + chunk))
+                if any(k in held for k in keys(e_inc, showers)):
+                    raise FastsimError(f"{path}: --extra-train file shares showers with the held-out "
+                                       "Geant4 part (the reference or a copy of it?); refusing to train on them")
+        total += n
+    return total
+
+
 def _step(title: str) -> float:
     print(f"\n=== {title}", flush=True)
     return time.perf_counter()
@@ -369,6 +414,10 @@ def main(argv: list[str]) -> int:
                              "the WGAN-GP's generator; default: the benchmark's, the CaloChallenge value of the "
                              "geometry (1 MeV for dataset 1); 0: none")
     parser.add_argument("--reference", default=None, help="CaloChallenge file to use instead of the embedded set")
+    parser.add_argument("--extra-train", action="append", default=[], metavar="FILE",
+                        help="more Geant4 showers (CaloChallenge HDF5, same geometry and energy scale) added to "
+                             "the training part only, e.g. ../shared/data/g4/ converted with fastsim em-scale "
+                             "(repeatable); refused if it shares a shower with the held-out part")
     parser.add_argument("--classifier-epochs", type=int, default=None, help="passed to fastsim benchmark")
     parser.add_argument("--fit-arg", action="append", default=[],
                         help="extra argument for fastsim fit (repeatable), e.g. --fit-arg=--trainer.max_steps=60")
@@ -391,6 +440,10 @@ def main(argv: list[str]) -> int:
     n_train, n_held = split_reference(reference, train_h5, held_h5, args.heldout_fraction, args.seed,
                                       tuple(args.leave_out))
     print(f"    {n_train} training showers -> {train_h5}\n    {n_held} held-out showers -> {held_h5}")
+    extra = [Path(p) for p in args.extra_train]
+    if extra:
+        n_extra = check_extra_training(extra, held_h5)
+        print(f"    + {n_extra} extra training showers from {', '.join(map(str, extra))} (no held-out shower among them)")
     if args.leave_out:
         print("    left out of training (interpolation): " + ", ".join(f"{e:g} MeV" for e in args.leave_out))
     _done(t0)
@@ -403,7 +456,7 @@ def main(argv: list[str]) -> int:
         from fastsim.metrics.calochallenge import default_threshold
 
         threshold = default_threshold(Geometry.builtin(GEOMETRY))
-    _run(["prep-train", str(train_h5), "-o", str(tensors), "--geometry", GEOMETRY,
+    _run(["prep-train", str(train_h5), *map(str, extra), "-o", str(tensors), "--geometry", GEOMETRY,
           "--seed", str(args.seed), "--threshold", repr(threshold), "--overwrite"])
     _done(t0)
 

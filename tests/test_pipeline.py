@@ -191,3 +191,47 @@ def test_demo_killed_leaves_no_training_behind(tmp_path, sig):
               for k in kids):  # fmt: skip
         assert time.monotonic() < deadline, f"model processes {kids} outlived the demo ({sig})"
         time.sleep(0.5)
+
+
+def test_demo_extra_train_adds_showers_to_training_only(tmp_path, capsys):
+    """`--extra-train` showers join the training tensors; a file sharing held-out showers is refused."""
+    import subprocess
+    import sys
+
+    ref, extra = tmp_path / "ref.h5", tmp_path / "extra.h5"
+    _reference(ref, n=60)
+    _reference(extra, n=40, seed=7)  # independent showers, same geometry and energies
+    out = tmp_path / "demo"
+    status = cli_main([
+        "demo", "--reference", str(ref), "--extra-train", str(extra), "--out", str(out), "--models", "wgan_gp",
+        "--minutes", "0.5", "--fit-arg=--trainer.max_steps=4", "--fit-arg=--trainer.max_epochs=1",
+        "--classifier-epochs", "1", "--bench-arg=--protocol=quick", "--bench-arg=--no-plots",
+    ])  # fmt: skip
+    assert status == 0
+    assert "+ 80 extra training showers" in capsys.readouterr().out
+    with TrainingTensors(out / "train_tensors.h5") as tt:
+        assert len(tt) == 84 + 80  # 70 % of 2 × 60, plus every extra shower
+    with open_calochallenge(out / "wgan_gp" / "generated.h5") as f:
+        assert f.n_showers == 36  # generated like the held-out part, untouched by the extra file
+
+    # the reference itself (or any file holding a held-out shower) would leak the held-out set
+    out2 = tmp_path / "demo2"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastsim.cli", "demo", "--reference", str(ref), "--extra-train", str(ref),
+         "--out", str(out2), "--models", "wgan_gp", "--minutes", "0.1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert str(ref) in err and "shares showers with the held-out" in err
+    assert not (out2 / "train_tensors.h5").exists()
+    wrong = tmp_path / "ds2.h5"
+    write_calochallenge(wrong, np.full(3, 1024.0), np.ones((3, 10), np.float32))
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastsim.cli", "demo", "--reference", str(ref), "--extra-train", str(wrong),
+         "--out", str(out2), "--models", "wgan_gp", "--minutes", "0.1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and str(wrong) in proc.stderr and "368" in proc.stderr
+    assert not (out2 / "train_tensors.h5").exists()
