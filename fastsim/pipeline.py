@@ -131,7 +131,7 @@ def check_extra_training(extra: list[Path], heldout: Path, chunk: int = 50_000) 
     def keys(e_inc: np.ndarray, showers: np.ndarray) -> list[bytes]:
         rows = np.ascontiguousarray(showers, dtype=np.float32)
         return [hashlib.blake2b(np.float64(e).tobytes() + r.tobytes(), digest_size=16).digest()
-                for e, r in zip(np.asarray(e_inc, dtype=np.float64).reshape(-1), rows)]
+                for e, r in zip(np.asarray(e_inc, dtype=np.float64).reshape(-1), rows, strict=True)]
 
     with open_calochallenge(heldout) as f:
         e_held, s_held = f.read()
