@@ -78,14 +78,26 @@ class _Flat:
     renames the few that are Python keywords); missing keys read as the field's default."""
 
     json_names: ClassVar[dict[str, str]] = {}
+    #: fields holding another ``_Flat`` (or None), by name -> its class
+    nested: ClassVar[dict[str, type]] = {}
 
     def to_json(self) -> dict[str, Any]:
-        return {self.json_names.get(f.name, f.name): getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        out = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self.nested and value is not None:
+                value = value.to_json()
+            out[self.json_names.get(f.name, f.name)] = value
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Any:
         names = {f.name: cls.json_names.get(f.name, f.name) for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{name: data[key] for name, key in names.items() if key in data})
+        kw = {name: data[key] for name, key in names.items() if key in data}
+        for name, kind in cls.nested.items():
+            if isinstance(kw.get(name), dict):
+                kw[name] = kind.from_json(kw[name])
+        return cls(**kw)
 
 
 # ----------------------------------------------------------------------------------- comparisons
@@ -156,7 +168,7 @@ class SampleSummary(_Flat):
 
 
 @dataclass
-class EnergyRow:
+class EnergyRow(_Flat):
     """The agreement at one incident energy (a discrete value or a bin of the spectrum).
 
     Attributes:
@@ -187,24 +199,13 @@ class EnergyRow:
     status_resolution: str = "fail"
     pass_separation: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out.update(generated=self.generated.to_json(), reference=self.reference.to_json(),
-                   e_ratio=None if self.e_ratio is None else self.e_ratio.to_json())  # fmt: skip
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EnergyRow:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
-        kw.update(generated=SampleSummary.from_json(data["generated"]),
-                  reference=SampleSummary.from_json(data["reference"]), e_ratio=_comparison(data.get("e_ratio")))  # fmt: skip
-        return cls(**kw)
+    nested: ClassVar[dict[str, type]] = {"generated": SampleSummary, "reference": SampleSummary,
+                                         "e_ratio": Comparison}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------- layers, shapes
 @dataclass
-class AngleRow:
+class AngleRow(_Flat):
     """The agreement at one incident energy × incidence angle (both samples carry the angle).
 
     Attributes:
@@ -228,17 +229,7 @@ class AngleRow:
     resolution_ratio: float | None = None
     resolution_ratio_unc: float | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out.update(generated=self.generated.to_json(), reference=self.reference.to_json())
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> AngleRow:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in data.items() if k in names}
-        kw.update(generated=SampleSummary.from_json(data["generated"]), reference=SampleSummary.from_json(data["reference"]))
-        return cls(**kw)
+    nested: ClassVar[dict[str, type]] = {"generated": SampleSummary, "reference": SampleSummary}
 
 
 @dataclass
