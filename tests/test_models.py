@@ -714,3 +714,31 @@ def test_vae_prior_monte_carlo_estimates_the_same_likelihood_in_low_dimension(ge
     assert prior.shape == (8,)
     torch.testing.assert_close(prior, ll, atol=0.25, rtol=0)  # MC noise ~0.1; a lost log K would be 10
     assert float(one.mean()) < float(ll.mean())  # one prior draw: far below (Jensen, on average)
+
+
+def test_critic_batch_std_shows_the_critic_a_too_narrow_spread(tmp_path, geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes", critic_batch_std=True)
+    n_feat = model.features.n_features
+    assert model.critic.net[0].in_features == geo_small.n_voxels + 2 * n_feat + model.n_conditions
+    data = tiny_batches(geo_small)[0]
+    x, cond = data["x"], data["cond"]
+    e = model._batch_energies(cond, data.get("e_inc"))
+    inp = model.critic_input(x, cond, e)
+    v = geo_small.n_voxels
+    u, spread = inp[:, v : v + n_feat], inp[:, v + n_feat :]
+    # the same batch spread on every row, equal to the spread of the features themselves
+    torch.testing.assert_close(spread, u.std(0, keepdim=True).expand_as(u))
+    # showers squeezed towards their batch mean (a too-narrow generator) show a smaller spread
+    narrow = model.critic_input(0.5 * x + 0.5 * x.mean(0, keepdim=True), cond, e)
+    assert float(narrow[0, v + n_feat :].mean()) < float(spread[0].mean())
+    # the generator receives a gradient through the spread alone
+    z = model.sample_noise(x.shape[0], torch.Generator().manual_seed(0))
+    fake = model.critic_input(model.generator(z, cond), cond, e)
+    (g,) = torch.autograd.grad(fake[:, v + n_feat :].sum(), model.generator.last_linear().bias)
+    assert float(g.abs().sum()) > 0
+    # trains and reloads; needs critic features
+    fit(model, geo_small, str(tmp_path))
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+    with pytest.raises(FastsimError, match="critic_batch_std needs critic features"):
+        make(WGANGP, geo_small, critic_batch_std=True)

@@ -128,6 +128,9 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
         raise HyperparameterError("energy_noise", f"needs output: hierarchical, got output: {hp['output']!r}")
     _choice(hp, "critic_voxels", ("model", "log"))
     _positive(hp, "critic_log_scale")
+    _flag(hp, "critic_batch_std")
+    if hp["critic_batch_std"] and hp["critic_features"] == "none":
+        raise HyperparameterError("critic_batch_std", "needs critic features (critic_features other than 'none')")
 
 
 def check_vae(hp: dict[str, Any]) -> None:

@@ -87,6 +87,12 @@ class WGANGP(ShowerGeneratorModule):
             E_inc, where a tail voxel or an empty one is ~1e-5 and weighs nothing in the metric) or
             "log" (``log1p(E_v / critic_log_scale)``, E_v in MeV: zeros, tails and cores all O(1)).
         critic_log_scale: the MeV scale of "log".
+        critic_batch_std: the critic also sees, beside every event, the standard deviation over
+            its batch of each standardised critic feature (F more inputs; the minibatch-standard-
+            deviation layer of ProGAN, arXiv:1710.10196, on the features): per event a critic cannot
+            see a distribution's width, so a generator with too narrow E_tot/E_inc (too small a
+            resolution) goes unpunished; across a batch of mixed energies the real features'
+            spread is ~1 by construction. Needs critic features.
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -123,6 +129,7 @@ class WGANGP(ShowerGeneratorModule):
         energy_noise: bool = False,
         critic_voxels: CriticVoxels = "model",
         critic_log_scale: float = 1.0,
+        critic_batch_std: bool = False,
         seed: int = 0,
     ) -> None:
         check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -200,6 +207,8 @@ class WGANGP(ShowerGeneratorModule):
         elif critic_features != "none":
             self.features = EnergyFeatures(slices if critic_features == "energy_layers" else ())
         n_feat = 0 if self.features is None else self.features.n_features
+        if critic_batch_std:
+            n_feat *= 2
         self.critic = Critic(v + n_feat, n_conditions, self.hparams["critic_hidden"], critic_activation)
         self.automatic_optimization = False
         self._output_initialised = False  # a second fit() of the same object keeps its weights
@@ -265,15 +274,20 @@ class WGANGP(ShowerGeneratorModule):
     # ------------------------------------------------------------------ critic features
     def critic_input(self, x: Tensor, cond: Tensor, e_inc: Tensor) -> Tensor:
         """The event the critic sees: ``x`` (n, V), or ``[x, w·u(x)]`` (n, V + F) with critic features
-        (``x`` as ``log1p(E/scale)`` with ``critic_voxels: log``)."""
+        (``x`` as ``log1p(E/scale)`` with ``critic_voxels: log``), ``[x, w·u(x), w·std_batch(u)]``
+        (n, V + 2F) with ``critic_batch_std`` (the batch's spread repeated on every row)."""
         voxels = x
         if self.hparams.get("critic_voxels", "model") == "log":
             mev = self._fractions(x, e_inc) * e_inc.reshape(-1, 1).to(x)
             voxels = torch.log1p(torch.clamp(mev, min=0.0) / self.hparams.critic_log_scale)
         if self.features is None:
             return voxels
-        u = self.features(self._fractions(x, e_inc), cond[:, 0])
-        return torch.cat([voxels, self.hparams.feature_weight * u.to(x.dtype)], dim=1)
+        u = self.features(self._fractions(x, e_inc), cond[:, 0]).to(x.dtype)
+        parts = [voxels, self.hparams.feature_weight * u]
+        if self.hparams.get("critic_batch_std", False):
+            spread = u.std(dim=0, keepdim=True) if u.shape[0] > 1 else torch.zeros_like(u[:1])
+            parts.append(self.hparams.feature_weight * spread.expand_as(u))
+        return torch.cat(parts, dim=1)
 
     # ------------------------------------------------------------------ training
     def critic_step(
