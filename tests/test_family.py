@@ -86,7 +86,10 @@ def test_description_is_read_with_paths_relative_to_it(tmp_path, showers) -> Non
     [
         ({"extra_slice": {"name": "mid", "select": {"energy": [2500, 5000]}}}, "overlap in energy"),
         ({"extra_slice": {"name": "fwd", "select": {"energy": [9000, 1e5], "abs_eta": [2.0, 2.5]}}},
-         "selection 'abs_eta' is not supported yet"),
+         "selection 'abs_eta' is not supported: |η| range (the simulated detector is flat slabs"),
+        ({"extra_slice": {"name": "fwd", "select": {"angle": [30, 60]}}}, "overlap in energy × angle"),
+        ({"extra_slice": {"name": "fwd", "select": {"angle": [30, 95]}}}, "select.angle must be [lo, hi]"),
+        ({"extra_slice": {"name": "fwd", "select": {}}}, "an angle range or both"),
         ({"extra_slice": {"name": "low", "select": {"energy": [9000, 1e5]}}}, "slice name 'low' used twice"),
         ({"extra_slice": {"name": "bad", "select": {"energy": [5, 1]}}}, "select.energy must be [lo, hi]"),
         ({"extra_slice": {"name": "x", "select": {"energy": [9000, 1e5]}, "lr": 1}}, "unknown key 'lr'"),
