@@ -111,14 +111,21 @@ def test_generate_routes_by_energy_and_angle_and_writes_the_angles(index, tmp_pa
 
 
 def test_generate_with_explicit_angles(index, tmp_path) -> None:
-    """--angles: angle-major events, each to its slice (10° central, 35° wide), angles written."""
+    """--angles: angle-major events, each to its slice (25° central, 35° wide), angles written; 25° is
+    beyond the central models' training angles (0°, 20°): a warning per slice, as for one model."""
     out = tmp_path / "grid.h5"
     proc = fastsim("generate", "--index", index, "-o", out, "--energies", "1024,4096", "--n", "2",
-                   "--angles", "10,35", "--device", "cpu")  # fmt: skip
+                   "--angles", "25,35", "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "central-low 2, central-high 2, wide 4" in proc.stderr
+    for name in ("central-low", "central-high"):
+        assert (
+            f"slice '{name}': angles 25–25 deg reach outside the model's training angles 0–20 deg"
+            in proc.stderr
+        )
+    assert "'wide'" not in proc.stderr  # an energy-only model: no training angles to leave
     e, _, a = _read(str(out))
-    assert e.tolist() == [1024.0, 1024.0, 4096.0, 4096.0] * 2 and a.tolist() == [10.0] * 4 + [35.0] * 4
+    assert e.tolist() == [1024.0, 1024.0, 4096.0, 4096.0] * 2 and a.tolist() == [25.0] * 4 + [35.0] * 4
 
 
 @pytest.mark.parametrize(

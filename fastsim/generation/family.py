@@ -209,6 +209,18 @@ def generate_family(
             "or --like a reference file with incident_angles"
         )
     slice_of = route(e_all, family.lo, family.hi, family.names, a_all, family.angle_lo, family.angle_hi)
+    if (
+        a_all is not None
+    ):  # as for one model: angles beyond a slice model's training angles are extrapolations
+        from fastsim.generation.cli import angle_warning
+        from fastsim.generation.energies import ArrayEnergies
+
+        for k, model in enumerate(family.models):
+            mine = slice_of == k
+            if mine.any() and getattr(model, "angle_range", None) is not None:
+                warning = angle_warning(ArrayEnergies(e_all[mine], "slice", a_all[mine]), model.angle_range)
+                if warning:
+                    print(f"fastsim generate: warning: slice {family.names[k]!r}: {warning}", file=sys.stderr)
     device = resolve_device(device)
     models = [m.to(device).eval() for m in family.models]
     n_slices = len(models)
