@@ -209,9 +209,8 @@ def generate_family(
             "or --like a reference file with incident_angles"
         )
     slice_of = route(e_all, family.lo, family.hi, family.names, a_all, family.angle_lo, family.angle_hi)
-    if (
-        a_all is not None
-    ):  # as for one model: angles beyond a slice model's training angles are extrapolations
+    # as for one model: angles beyond a slice model's training angles are extrapolations (a warning)
+    if a_all is not None:
         from fastsim.generation.cli import angle_warning
         from fastsim.generation.energies import ArrayEnergies
 
