@@ -159,3 +159,35 @@ def test_angle_selection_needs_inputs_with_angles(tmp_path) -> None:
     )
     assert not os.path.exists(tmp_path / "runs" / "wide" / "train.h5")
     assert not os.path.exists(tmp_path / "family.json")
+
+
+@pytest.mark.slow
+def test_family_fit_by_angle_end_to_end(tmp_path) -> None:
+    """2 angle slices through `fastsim family fit` (real `fastsim fit` runs: an angle-conditioned model
+    for 0°/20°, an energy-only one for 40°), then `fastsim generate --index --like` the reference."""
+    from test_family import SMALL_FIT
+
+    from fastsim.models.io import load_generator
+
+    slices = [
+        {"name": "central", "select": {"angle": [0, 30]}},
+        {"name": "wide", "select": {"angle": [30, 60]}},
+    ]
+    path = _description(str(tmp_path), [REF], slices)
+    with open(path) as f:
+        desc = yaml.safe_load(f)
+    with open(path, "w") as f:
+        yaml.safe_dump({**desc, "fit_args": SMALL_FIT}, f)
+    proc = fastsim("family", "fit", path, cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "slice 0 central (0 <= angle < 30 deg): preparing" in proc.stdout
+    index = read_index(tmp_path / "family.json")
+    ranges = [load_generator(index["trained"][s["name"]]["checkpoint"]).angle_range for s in slices]
+    assert ranges == [(0.0, 20.0), None]
+    out = tmp_path / "gen.h5"
+    gen = fastsim(
+        "generate", "--index", tmp_path / "family.json", "-o", out, "--like", REF, "--device", "cpu"
+    )
+    assert gen.returncode == 0, gen.stderr
+    assert "showers per slice: central 300, wide 150" in gen.stderr
+    np.testing.assert_array_equal(_read(str(out))[2], _read(REF)[2])
