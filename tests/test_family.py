@@ -25,14 +25,14 @@ GEO = Geometry.builtin("1-photons")
 LOW, HIGH = (1000.0, 3000.0), (3000.0, 9000.0)  # MeV: the toy energies 1024, 2048 | 4096, 8192
 
 
-def _description(tmp, inputs, fit_args=(), extra_slice=None) -> str:
-    """A family description of 2 energy slices (plus ``extra_slice``) over ``inputs``."""
+def _description(tmp, inputs, fit_args=(), extra_slice=None, slices=None) -> str:
+    """A family description of 2 energy slices, or ``slices``, (plus ``extra_slice``) over ``inputs``."""
     import yaml
 
-    slices = [
+    slices = list(slices or [
         {"name": "low", "select": {"energy": list(LOW)}, "overrides": {"data": {"val_fraction": 0.2}}},
         {"name": "high", "select": {"energy": list(HIGH)}},
-    ]
+    ])  # fmt: skip
     if extra_slice:
         slices.append(extra_slice)
     desc = {

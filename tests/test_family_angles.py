@@ -16,9 +16,9 @@ import os
 import h5py
 import numpy as np
 import pytest
-import yaml
 from helpers_cli import fastsim, tiny_checkpoint, write_toy_showers
 from test_angles import REF, _read
+from test_family import SMALL_FIT, _description
 
 from fastsim.geometry import Geometry
 from fastsim.training.family import load_family, read_index, record_slice
@@ -30,22 +30,13 @@ SLICES = [
 ]
 
 
-def _description(tmp: str, inputs: list[str], slices: list[dict]) -> str:
-    desc = {"name": "by-angle", "geometry": "1-photons", "inputs": inputs, "workdir": "runs", "index": "family.json",
-            "configs": ["wgan_gp", "photons", "cpu", "csv"], "slices": slices}  # fmt: skip
-    path = os.path.join(tmp, "family.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(desc, f)
-    return path
-
-
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> str:
     """The 3 slices' tensors (prepare_slice) and a tiny checkpoint of each, recorded in the index."""
     from fastsim.training.family import prepare_slice
 
     tmp = str(tmp_path_factory.mktemp("family_angles"))
-    family = load_family(_description(tmp, [REF], SLICES))
+    family = load_family(_description(tmp, [REF], slices=SLICES))
     for s in family.slices:
         tensors = prepare_slice(family, s)
         record_slice(family, s, tiny_checkpoint(family.run_dir(s), tensors, name=f"{s.name}.ckpt"), "test")
@@ -148,7 +139,7 @@ def test_angle_selection_needs_inputs_with_angles(tmp_path) -> None:
     naming the file, exit 2, before any training."""
     plain = str(tmp_path / "plain.h5")
     write_toy_showers(plain, Geometry.builtin("1-photons"), 20, seed=2)
-    path = _description(str(tmp_path), [plain], [SLICES[2]])
+    path = _description(str(tmp_path), [plain], slices=[SLICES[2]])
     proc = fastsim("family", "fit", path, cwd=str(tmp_path))
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
@@ -165,19 +156,13 @@ def test_angle_selection_needs_inputs_with_angles(tmp_path) -> None:
 def test_family_fit_by_angle_end_to_end(tmp_path) -> None:
     """2 angle slices through `fastsim family fit` (real `fastsim fit` runs: an angle-conditioned model
     for 0°/20°, an energy-only one for 40°), then `fastsim generate --index --like` the reference."""
-    from test_family import SMALL_FIT
-
     from fastsim.models.io import load_generator
 
     slices = [
         {"name": "central", "select": {"angle": [0, 30]}},
         {"name": "wide", "select": {"angle": [30, 60]}},
     ]
-    path = _description(str(tmp_path), [REF], slices)
-    with open(path) as f:
-        desc = yaml.safe_load(f)
-    with open(path, "w") as f:
-        yaml.safe_dump({**desc, "fit_args": SMALL_FIT}, f)
+    path = _description(str(tmp_path), [REF], fit_args=SMALL_FIT, slices=slices)
     proc = fastsim("family", "fit", path, cwd=str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "slice 0 central (0 <= angle < 30 deg): preparing" in proc.stdout
