@@ -226,6 +226,16 @@ def test_generate_from_a_bad_index_is_one_line_exit_2_no_output(tmp_path, hand_i
     assert not [p for p in os.listdir(tmp_path) if p.startswith(("gen.h5", ".gen.h5"))]
 
 
+def test_angles_for_a_family_that_does_not_use_them_are_refused(tmp_path, hand_index) -> None:
+    """Energy slices and energy-only models: --angles would be written but never used (exit 2, one line)."""
+    out = tmp_path / "gen.h5"
+    proc = fastsim("generate", "--index", hand_index, "-o", out, "--energies", "2048", "--n", "2", "--angles", "20",
+                   "--device", "cpu")  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "neither selects by incidence angle nor has models conditioned on it: drop --angles" in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
 def test_generate_needs_a_checkpoint_or_an_index(tmp_path) -> None:
     proc = fastsim("generate", "-o", tmp_path / "x.h5", "--energies", "1000", "--n", "1")
     assert proc.returncode == 2 and "--checkpoint" in proc.stderr and "--index" in proc.stderr, proc.stderr
