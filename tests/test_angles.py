@@ -159,6 +159,35 @@ def test_two_cpu_processes_carry_the_angles_and_match_one_device(run, tmp_path) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.h5", "two.h5"]  # shards removed
 
 
+def test_merge_shards_concatenates_the_angles_and_refuses_a_shard_without(tmp_path) -> None:
+    """merge_shards carries incident_angles rank by rank (dtype, shape, units kept); a shard without
+    them (or with them where the first has none) is refused naming that shard, no output left."""
+    from fastsim.data.hdf5 import ShowerWriter
+    from fastsim.data.shards import merge_shards
+    from fastsim.errors import InputFileError
+
+    e_ref, s_ref, a_ref = _read(REF)
+    cuts = [(0, 100), (100, 300), (300, 450)]
+    shards = []
+    for i, (lo, hi) in enumerate(cuts):
+        shards.append(str(tmp_path / f"rank{i}.h5"))
+        with ShowerWriter(shards[-1], s_ref.shape[1], chunk_rows=50) as w:
+            w.append(e_ref[lo:hi], s_ref[lo:hi])
+            if i != 2:
+                w.add_dataset("incident_angles", a_ref[lo:hi, None], units="deg")
+    with pytest.raises(InputFileError, match="rank2.h5: per-event datasets"):
+        merge_shards(shards, tmp_path / "bad.h5")
+    assert sorted(os.listdir(tmp_path)) == ["rank0.h5", "rank1.h5", "rank2.h5"]  # nothing half-written
+    with ShowerWriter(shards[2], s_ref.shape[1], chunk_rows=50, overwrite=True) as w:
+        w.append(e_ref[300:], s_ref[300:])
+        w.add_dataset("incident_angles", a_ref[300:, None], units="deg")
+    merge_shards(shards, tmp_path / "merged.h5")
+    e, s, a = _read(str(tmp_path / "merged.h5"))  # checks (N, 1) and units
+    np.testing.assert_array_equal(a, a_ref)
+    np.testing.assert_array_equal(e, e_ref)
+    np.testing.assert_array_equal(s, s_ref)
+
+
 def test_export_has_an_angle_input_matching_pytorch(run) -> None:
     import onnxruntime as ort
 
