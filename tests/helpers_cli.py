@@ -57,7 +57,8 @@ def small_model_args(train_file: str, model: str = "wgan_gp") -> list[str]:
 
 
 def tiny_checkpoint(directory: str, tensors: str, name: str = "tiny.ckpt", weights_only: str | None = None) -> str:
-    """A WGAN-GP (latent 4, widths 16) trained for 2 steps on ``tensors``, saved as a checkpoint."""
+    """A WGAN-GP (latent 4, widths 16) trained for 2 steps on ``tensors`` (energy, or energy and angle,
+    as the tensors' condition columns), saved as a checkpoint."""
     import lightning as L
 
     from fastsim.data.datamodule import ShowerDataModule
@@ -66,7 +67,7 @@ def tiny_checkpoint(directory: str, tensors: str, name: str = "tiny.ckpt", weigh
     dm = ShowerDataModule(tensors, batch_size=32)
     L.seed_everything(0, verbose=False)
     model = WGANGP(geometry=dm.geometry_config, transform=dm.transform_config, condition=dm.condition_config,
-                   latent_dim=4, generator_hidden=(16,), critic_hidden=(16,), n_critic=1)  # fmt: skip
+                   n_conditions=dm.n_conditions, latent_dim=4, generator_hidden=(16,), critic_hidden=(16,), n_critic=1)  # fmt: skip
     trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                         limit_val_batches=0, default_root_dir=directory)  # fmt: skip

@@ -25,14 +25,14 @@ GEO = Geometry.builtin("1-photons")
 LOW, HIGH = (1000.0, 3000.0), (3000.0, 9000.0)  # MeV: the toy energies 1024, 2048 | 4096, 8192
 
 
-def _description(tmp, inputs, fit_args=(), extra_slice=None) -> str:
-    """A family description of 2 energy slices (plus ``extra_slice``) over ``inputs``."""
+def _description(tmp, inputs, fit_args=(), extra_slice=None, slices=None) -> str:
+    """A family description of 2 energy slices, or ``slices``, (plus ``extra_slice``) over ``inputs``."""
     import yaml
 
-    slices = [
+    slices = list(slices or [
         {"name": "low", "select": {"energy": list(LOW)}, "overrides": {"data": {"val_fraction": 0.2}}},
         {"name": "high", "select": {"energy": list(HIGH)}},
-    ]
+    ])  # fmt: skip
     if extra_slice:
         slices.append(extra_slice)
     desc = {
@@ -86,7 +86,10 @@ def test_description_is_read_with_paths_relative_to_it(tmp_path, showers) -> Non
     [
         ({"extra_slice": {"name": "mid", "select": {"energy": [2500, 5000]}}}, "overlap in energy"),
         ({"extra_slice": {"name": "fwd", "select": {"energy": [9000, 1e5], "abs_eta": [2.0, 2.5]}}},
-         "selection 'abs_eta' is not supported yet"),
+         "selection 'abs_eta' is not supported: |η| range (the simulated detector is flat slabs"),
+        ({"extra_slice": {"name": "fwd", "select": {"angle": [30, 60]}}}, "overlap in energy × angle"),
+        ({"extra_slice": {"name": "fwd", "select": {"angle": [30, 95]}}}, "select.angle must be [lo, hi]"),
+        ({"extra_slice": {"name": "fwd", "select": {}}}, "an angle range or both"),
         ({"extra_slice": {"name": "low", "select": {"energy": [9000, 1e5]}}}, "slice name 'low' used twice"),
         ({"extra_slice": {"name": "bad", "select": {"energy": [5, 1]}}}, "select.energy must be [lo, hi]"),
         ({"extra_slice": {"name": "x", "select": {"energy": [9000, 1e5]}, "lr": 1}}, "unknown key 'lr'"),
@@ -221,6 +224,16 @@ def test_generate_from_a_bad_index_is_one_line_exit_2_no_output(tmp_path, hand_i
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and want in proc.stderr, proc.stderr
     assert not [p for p in os.listdir(tmp_path) if p.startswith(("gen.h5", ".gen.h5"))]
+
+
+def test_angles_for_a_family_that_does_not_use_them_are_refused(tmp_path, hand_index) -> None:
+    """Energy slices and energy-only models: --angles would be written but never used (exit 2, one line)."""
+    out = tmp_path / "gen.h5"
+    proc = fastsim("generate", "--index", hand_index, "-o", out, "--energies", "2048", "--n", "2", "--angles", "20",
+                   "--device", "cpu")  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "neither selects by incidence angle nor has models conditioned on it: drop --angles" in proc.stderr
+    assert os.listdir(tmp_path) == []
 
 
 def test_generate_needs_a_checkpoint_or_an_index(tmp_path) -> None:

@@ -85,6 +85,8 @@ _E_INC = "incident_energies"
 _SHOWERS = "showers"
 #: Optional per-event incidence angle (N, 1), written by ``fastsim simulate --angle`` (attribute ``units``).
 _ANGLES = "incident_angles"
+#: its public name, for writers of the dataset
+ANGLES_DATASET = _ANGLES
 
 
 def _as_e_inc(e_inc: Any) -> np.ndarray:

@@ -19,6 +19,7 @@ from typing import Any
 import h5py
 
 from fastsim.data.hdf5 import ChunkRowWriter, open_calochallenge
+from fastsim.errors import InputFileError
 from fastsim.outputs import atomic_output, check_target
 
 __all__ = ["MERGE_BLOCK_ROWS", "MergeStats", "merge_shards"]
@@ -50,6 +51,25 @@ def _layout(ds: h5py.Dataset) -> tuple:
     )
 
 
+def _per_event_extras(f: h5py.File) -> list[str]:
+    """Datasets of a CaloChallenge file besides showers and energies with one row per shower."""
+    n = f["showers"].shape[0]
+    return [
+        name for name, ds in f.items()
+        if name not in ("showers", "incident_energies") and isinstance(ds, h5py.Dataset) and ds.shape[:1] == (n,)
+    ]  # fmt: skip
+
+
+def _create_like(out: h5py.File, src: h5py.Dataset, compressed_as: h5py.Dataset) -> h5py.Dataset:
+    """An empty resizable copy of ``src``'s dtype, row shape and attributes, compressed as ``compressed_as``."""
+    ds = out.create_dataset(src.name, shape=(0, *src.shape[1:]), maxshape=(None, *src.shape[1:]), dtype=src.dtype,
+                            chunks=True, compression=compressed_as.compression,
+                            compression_opts=compressed_as.compression_opts)  # fmt: skip
+    for key, value in src.attrs.items():
+        ds.attrs[key] = value
+    return ds
+
+
 def merge_shards(
     shards: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -66,7 +86,9 @@ def merge_shards(
     are copied as they are (``read_direct_chunk``/``write_direct_chunk``): no decompression and no
     recompression, so merging costs little more than copying bytes, and the shards' compression
     (done in parallel by the ranks) is not redone. Other shards are copied row block by row block
-    (decompressed, and recompressed on every core by :class:`~fastsim.data.hdf5.ChunkRowWriter`). Incident energies (8 bytes a row) are always copied by rows.
+    (decompressed, and recompressed on every core by :class:`~fastsim.data.hdf5.ChunkRowWriter`). Incident energies (8 bytes a row) are always copied by rows,
+    and so are the other per-event datasets of the first shard (``incident_angles`` (N, 1) degrees),
+    which every shard must have.
 
     Args:
         shards: the shard files (CaloChallenge layout, as written by :class:`ShowerWriter`).
@@ -96,19 +118,25 @@ def merge_shards(
                     shuffle=src.shuffle, fletcher32=src.fletcher32,
                 )  # fmt: skip
             showers, e_inc = dsets["showers"], dsets["incident_energies"]
+            # optional per-event datasets (incident_angles): concatenated by rows, attributes kept
+            extras = {name: _create_like(out, first[name], e_inc) for name in _per_event_extras(first)}
             rows = showers.chunks[0]
             for key, value in (attrs or {}).items():
                 out.attrs[key] = value
             for shard in shards:
                 with h5py.File(shard, "r") as f:
-                    src_s, src_e = f["showers"], f["incident_energies"]
+                    src_s = f["showers"]
                     n, offset = int(src_s.shape[0]), stats.n_showers
+                    if sorted(_per_event_extras(f)) != sorted(extras):
+                        raise InputFileError(os.fspath(shard), f"per-event datasets {sorted(_per_event_extras(f))} "
+                                             f"differ from the first shard's {sorted(extras)}")  # fmt: skip
                     if n == 0:
                         continue
-                    e_inc.resize(offset + n, axis=0)
-                    for lo in range(0, n, block_rows):
-                        hi = min(lo + block_rows, n)
-                        e_inc[offset + lo : offset + hi] = src_e[lo:hi]
+                    for name, ds in [("incident_energies", e_inc), *extras.items()]:
+                        ds.resize(offset + n, axis=0)
+                        for lo in range(0, n, block_rows):
+                            hi = min(lo + block_rows, n)
+                            ds[offset + lo : offset + hi] = f[name][lo:hi]
                     if offset % rows == 0 and _layout(src_s) == _layout(showers):
                         # the shard's last chunk may be partial: it is stored padded, and rows past
                         # the end are either outside the final extent or rewritten by the next shard

@@ -232,8 +232,6 @@ def generate_main(argv: list[str]) -> int:
         for stale in remove_stale_partials(args.output):
             print(f"fastsim generate: removed {stale}, left by a run that was killed", file=sys.stderr)
     plan = _plan_without_model(args)
-    if args.index is not None and args.angles is not None:
-        raise FastsimError("--index: families of angle-conditioned models are not supported yet; drop --angles")
     if args.index is not None:  # a family of models: fastsim.generation.family routes the events
         from fastsim.generation.family import family_main
 

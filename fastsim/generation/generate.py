@@ -181,11 +181,6 @@ def generate_showers_distributed(
 
     output = check_output_path(output, overwrite) if _is_launcher_process() else os.fspath(output)
     check_generator(model, plan)
-    if plan.has_angles:
-        raise FastsimError(
-            "a model conditioned on the incidence angle generates on one device for now: drop --devices "
-            "(the shard merge does not carry incident_angles)"
-        )
     accelerator = {"cuda": "gpu"}.get(accelerator, accelerator)
     if accelerator == "auto":
         accelerator = "gpu" if resolve_device("auto") == "cuda" else "cpu"

@@ -8,7 +8,9 @@ rank, into the final file (:func:`fastsim.data.shards.merge_shards`, atomic) and
 Shards use chunks that divide the batch size (:func:`fastsim.generation.batches.aligned_chunk_rows`)
 and ranks start on batch boundaries, so a shard usually starts on a chunk boundary of the merged
 file and its gzip-compressed chunks are copied as they are; only a shard that starts mid-chunk
-(discrete energies whose counts are not multiples of the batch size) is recompressed.
+(discrete energies whose counts are not multiples of the batch size) is recompressed. A plan with
+incidence angles gives each shard an ``incident_angles`` dataset (its rank's events, degrees), which
+the merge concatenates in rank order like the energies.
 
 The launcher, :func:`fastsim.generation.generate.generate_showers_distributed`, imports this
 module; this module imports none of its callers.
@@ -26,10 +28,11 @@ from typing import Any
 
 import h5py
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from fastsim.data.hdf5 import ShowerWriter
+from fastsim.data.hdf5 import ANGLES_DATASET, ShowerWriter
 from fastsim.data.shards import merge_shards
 from fastsim.generation.batches import generate_batch, split_batches
 from fastsim.generation.energies import EnergyPlan, TimePerEnergy
@@ -67,7 +70,8 @@ class PredictSystem(L.LightningModule):
 
     Args:
         model: the generator (``generate(e_inc, generator)``).
-        plan: the run's incident energies.
+        plan: the run's incident energies (and incidence angles, passed to an angle-conditioned model
+            as on one device).
         batch_size: showers per batch.
         seed: the run's seed; batch ``b`` is seeded by ``(seed, b)`` as on one device.
         threshold: readout threshold in MeV (0: none), see :func:`generate_batch`.
@@ -88,14 +92,15 @@ class PredictSystem(L.LightningModule):
         items = self.rank_items()
         if items:
             b, start, stop = items[0]
-            generate_batch(self.model, self.plan.slice(start, stop), self.seed, b, self.device)
+            e_inc, angles = self.plan.slice(start, stop), self.plan.angles(start, stop)
+            generate_batch(self.model, e_inc, self.seed, b, self.device, 0.0, angles)
 
     def predict_step(self, batch: tuple[int, int, int]) -> dict[str, Any]:
         b, start, stop = (int(v) for v in batch)
-        e_inc = self.plan.slice(start, stop)
+        e_inc, angles = self.plan.slice(start, stop), self.plan.angles(start, stop)
         t = time.perf_counter()
-        showers = generate_batch(self.model, e_inc, self.seed, b, self.device, self.threshold)
-        return {"e_inc": e_inc, "showers": showers, "seconds": time.perf_counter() - t}
+        showers = generate_batch(self.model, e_inc, self.seed, b, self.device, self.threshold, angles)
+        return {"e_inc": e_inc, "angles": angles, "showers": showers, "seconds": time.perf_counter() - t}
 
     def rank_items(self) -> list[tuple[int, int, int]]:
         return split_batches(self.plan, self.batch_size, self.global_rank, self.trainer.world_size)
@@ -150,6 +155,7 @@ class ShardedShowerWriter(BasePredictionWriter):
         self._timer: TimePerEnergy | None = None
         self._bar: Any = None
         self._seconds = 0.0
+        self._angles: list[np.ndarray] = []
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         rank, world = trainer.global_rank, trainer.world_size
@@ -161,6 +167,7 @@ class ShardedShowerWriter(BasePredictionWriter):
         self._writer.__enter__()
         self._timer = TimePerEnergy(self.discrete_values)
         self._seconds = 0.0
+        self._angles = []
         if self.progress and rank == 0:
             from tqdm.auto import tqdm
 
@@ -183,11 +190,16 @@ class ShardedShowerWriter(BasePredictionWriter):
         self._writer.append(prediction["e_inc"], prediction["showers"])
         self._timer.add(prediction["e_inc"], prediction["seconds"])
         self._seconds += prediction["seconds"]
+        if prediction.get("angles") is not None:  # 8 bytes a shower: kept, written with the shard
+            self._angles.append(prediction["angles"])
         if self._bar is not None:
             self._bar.update(len(prediction["e_inc"]))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self._writer is not None and self._timer is not None
+        if pl_module.plan.has_angles:  # (n, 1) degrees as on one device; merge_shards concatenates it
+            angles = np.concatenate(self._angles) if self._angles else np.zeros(0)
+            self._writer.add_dataset(ANGLES_DATASET, angles[:, None], units="deg")
         self._writer.set_attrs(
             shard_generation_s=self._seconds, shard_time_by_energy=json.dumps(self._timer.to_state())
         )

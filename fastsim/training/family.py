@@ -1,8 +1,8 @@
 """A family of models: one generator per slice of the data, described by one YAML file.
 
 ATLAS trains one FastCaloGAN per particle and |η| slice; here a slice is a selection of the
-training showers (today an incident-energy range; the description leaves room for an angle range
-and a particle, see :data:`SELECTION_KEYS`) with its own config overrides. This module reads the
+training showers (an incident-energy range, an incidence-angle range, or both; see
+:data:`SELECTION_KEYS`) with its own config overrides. This module reads the
 description, prepares each slice's training tensors, builds each slice's ``fastsim fit`` command
 and records each slice's best checkpoint in one index file; :mod:`fastsim.generation.family`
 generates from that index. The command line is ``fastsim family`` (:mod:`fastsim.training.family_cli`);
@@ -25,12 +25,15 @@ The description (paths relative to the file)::
       - name: high
         select: {energy: [8192, 4.2e6]}
         fit_args: [--trainer.max_steps, "40000"]
+      - name: forward                          # needs inputs with incident_angles (fastsim simulate --angle)
+        select: {angle: [30, 90]}              # degrees from the normal, lo <= angle < hi; any energy
 
 The index (JSON, rewritten atomically under a lock after every slice, so array tasks finishing
 together cannot lose each other's entry and a re-run skips the slices already recorded)::
 
     {"format": "fastsim-family-index/1", "name": ..., "description": <abs path>, "geometry": ...,
      "slices": [{"name": "low", "task": 0, "select": {"energy": [256, 8192]}}, ...],
+     # select: the keys the slice gives ("energy", "angle" or both); an absent key selects everything
      "trained": {"low": {"checkpoint": <abs path>, "checkpoint_sha256": ..., "chosen_by": ...,
                          "finished_utc": ...}, ...}}
 """
@@ -44,7 +47,10 @@ import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 from fastsim.errors import FastsimError, InputFileError
 from fastsim.outputs import read_json
@@ -63,17 +69,25 @@ __all__ = [
 ]
 
 INDEX_FORMAT = "fastsim-family-index/1"
-#: selection keys a slice may use, and what they select; only ``energy`` is supported by the data
-#: today (the CaloChallenge files carry no per-event angle or particle): the others are refused
-#: with that reason, so a description naming them fails before any work
+#: selection keys a slice may use, and what they select; ``energy`` and ``angle`` are supported (a
+#: slice gives one or both), the others are refused with that reason, so a description naming them
+#: fails before any work. ``abs_eta`` is not mapped to an angle: the simulated detector is flat slabs
+#: at η ≈ 0, where θ = 90° − 2·atan(e^(−η)) (a projective barrel's relation, docs/fullsim.md) would
+#: describe a geometry the showers were not simulated in
 SELECTION_KEYS = {
     "energy": "incident energy range [lo, hi) in MeV",
-    "abs_eta": "|η| range [lo, hi) (needs a per-event angle in the data: not supported yet)",
+    "angle": "incidence angle range [lo, hi) in degrees from the normal (inputs with incident_angles)",
+    "abs_eta": "|η| range (the simulated detector is flat slabs at η ≈ 0, with no η geometry: select by "
+    "`angle: [lo, hi]` in degrees; for a projective barrel θ = 90° − 2·atan(e^(−η)), docs/fullsim.md)",
     "particle": "particle name (needs per-particle inputs: give the slice its own `inputs`)",
 }
+#: the range of every angle (degrees): what a slice without an angle selection holds
+ALL_ANGLES = (0.0, 90.0)
+#: the range of every energy (MeV): what a slice without an energy selection holds
+ALL_ENERGIES = (0.0, math.inf)
 _TOP_KEYS = {"name", "geometry", "inputs", "workdir", "index", "configs", "fit_args", "prep", "slices"}
 _SLICE_KEYS = {"name", "select", "overrides", "fit_args", "inputs"}
-_PREP_KEYS = {"transform", "seed", "compression"}
+_PREP_KEYS = {"transform", "seed", "compression", "no_angle"}
 
 
 @dataclass(frozen=True)
@@ -83,22 +97,31 @@ class FamilySlice:
     Attributes:
         name: unique, also the name of its run directory.
         task: position in the description (the SLURM array task id).
-        energy: ``(lo, hi)`` MeV: the slice holds ``lo <= E_inc < hi``.
+        energy: ``(lo, hi)`` MeV: the slice holds ``lo <= E_inc < hi``; None: every energy.
         inputs: CaloChallenge files the slice's showers are selected from (absolute paths).
         overrides: nested config mapping given to ``fastsim fit`` after the shared configs.
         fit_args: extra ``fastsim fit`` options of this slice (after the shared ones).
+        angle: ``(lo, hi)`` degrees: the slice holds ``lo <= angle < hi``; None: every angle.
     """
 
     name: str
     task: int
-    energy: tuple[float, float]
+    energy: tuple[float, float] | None
     inputs: tuple[str, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     fit_args: tuple[str, ...] = ()
+    angle: tuple[float, float] | None = None
 
     def select(self) -> dict[str, Any]:
-        """The selection as written to the index."""
-        return {"energy": [self.energy[0], self.energy[1]]}
+        """The selection as written to the index: the keys the description gives."""
+        ranges = {"energy": self.energy, "angle": self.angle}
+        return {key: [r[0], r[1]] for key, r in ranges.items() if r is not None}
+
+    def describe(self) -> str:
+        """``"256 <= E < 8192 MeV, 0 <= angle < 30 deg"``: the selection for people."""
+        parts = [f"{self.energy[0]:g} <= E < {self.energy[1]:g} MeV"] if self.energy else []
+        parts += [f"{self.angle[0]:g} <= angle < {self.angle[1]:g} deg"] if self.angle else []
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -149,12 +172,28 @@ def _str_list(where: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def _energy_range(where: str, value: Any) -> tuple[float, float]:
+def _range(where: str, key: str, value: Any) -> tuple[float, float] | None:
+    """``select[key]`` as ``(lo, hi)`` (None when absent): energies 0 < lo < hi MeV, angles
+    0 <= lo < hi <= 90 degrees."""
+    if value is None:
+        return None
     ok = isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
     lo, hi = (float(value[0]), float(value[1])) if ok else (math.nan, math.nan)
-    if not (ok and 0 < lo < hi < math.inf):
+    if key == "energy" and not (ok and 0 < lo < hi < math.inf):
         raise InputFileError(where, f"select.energy must be [lo, hi] in MeV with 0 < lo < hi, got {value!r}")
+    if key == "angle" and not (ok and ALL_ANGLES[0] <= lo < hi <= ALL_ANGLES[1]):
+        raise InputFileError(
+            where, f"select.angle must be [lo, hi] in degrees with 0 <= lo < hi <= 90, got {value!r}"
+        )
     return lo, hi
+
+
+def _overlap(
+    a: tuple[float, float] | None, b: tuple[float, float] | None, everything: tuple[float, float]
+) -> bool:
+    """Whether two ranges (None: ``everything``) share a value."""
+    (a0, a1), (b0, b1) = a or everything, b or everything
+    return a0 < b1 and b0 < a1
 
 
 def load_family(path: str | os.PathLike) -> Family:
@@ -204,13 +243,15 @@ def load_family(path: str | os.PathLike) -> Family:
         if not sname or os.sep in sname or sname.startswith("."):
             raise InputFileError(where, f"slice name {sname!r} must be a plain directory name")
         select = item["select"]
-        if not isinstance(select, dict) or "energy" not in select:
-            raise InputFileError(where, f"select must give an energy range, got {select!r}")
+        if not isinstance(select, dict) or not ({"energy", "angle"} & set(select)):
+            raise InputFileError(
+                where, f"select must give an energy range, an angle range or both, got {select!r}"
+            )
         for key in select:
             if key not in SELECTION_KEYS:
                 raise InputFileError(where, f"unknown selection {key!r} (known: {', '.join(SELECTION_KEYS)})")
-            if key != "energy":
-                raise InputFileError(where, f"selection {key!r} is not supported yet: {SELECTION_KEYS[key]}")
+            if key not in ("energy", "angle"):
+                raise InputFileError(where, f"selection {key!r} is not supported: {SELECTION_KEYS[key]}")
         overrides = item.get("overrides") or {}
         if not isinstance(overrides, dict):
             raise InputFileError(where, f"overrides must be a mapping of config keys, got {overrides!r}")
@@ -222,19 +263,27 @@ def load_family(path: str | os.PathLike) -> Family:
         if not s_inputs:
             raise InputFileError(where, "no inputs: give `inputs` at the top or in the slice")
         fit_args = _str_list(where, "fit_args", item.get("fit_args", []))
-        slices.append(
-            FamilySlice(sname, task, _energy_range(where, select["energy"]), s_inputs, overrides, fit_args)
+        energy, angle = (
+            _range(where, "energy", select.get("energy")),
+            _range(where, "angle", select.get("angle")),
         )
+        slices.append(FamilySlice(sname, task, energy, s_inputs, overrides, fit_args, angle))
     names = [s.name for s in slices]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise InputFileError(path, f"slice name {dup[0]!r} used twice")
-    by_lo = sorted(slices, key=lambda s: s.energy[0])
-    for a, b in zip(by_lo, by_lo[1:], strict=False):
-        if b.energy[0] < a.energy[1] and set(a.inputs) & set(b.inputs):
-            raise InputFileError(
-                path, f"slices {a.name!r} and {b.name!r} overlap in energy ({a.energy} and {b.energy} MeV)"
-            )
+    for i, a in enumerate(slices):  # an event in two slices would have two models
+        for b in slices[i + 1 :]:
+            if (
+                _overlap(a.energy, b.energy, ALL_ENERGIES)
+                and _overlap(a.angle, b.angle, ALL_ANGLES)
+                and set(a.inputs) & set(b.inputs)
+            ):
+                what = "energy × angle" if a.angle or b.angle else "energy"
+                raise InputFileError(
+                    path,
+                    f"slices {a.name!r} and {b.name!r} overlap in {what} ({a.describe()} and {b.describe()})",
+                )
     return Family(path, name, str(data["geometry"]), workdir, index, tuple(configs),
                   _str_list(path, "fit_args", data.get("fit_args", [])), dict(prep), tuple(slices))  # fmt: skip
 
@@ -355,41 +404,74 @@ def best_checkpoint(checkpoint_dir: str) -> tuple[str, str]:
     raise FastsimError(f"{checkpoint_dir}: no best-*.ckpt nor last.ckpt: did the slice's fastsim fit finish?")
 
 
-def _select_into(family: Family, s: FamilySlice, output: str) -> int:
-    """Copy the showers of ``s``'s energy range from its inputs into a CaloChallenge file; returns N."""
-    from fastsim.data.hdf5 import ShowerWriter, open_calochallenge
+def _select_into(family: Family, s: FamilySlice, output: str) -> tuple[int, np.ndarray | None]:
+    """Copy the showers of ``s``'s energy and angle ranges from its inputs into a CaloChallenge file,
+    with their ``incident_angles`` when every input has them.
 
-    lo, hi = s.energy
+    Returns:
+        (N, the selected showers' angles (N,) degrees or None).
+
+    Raises:
+        InputFileError: a missing input; an input without ``incident_angles`` for a slice that
+            selects by angle (naming the input); no shower selected.
+    """
+    import numpy as np
+
+    from fastsim.data.hdf5 import ANGLES_DATASET, ShowerWriter, open_calochallenge
+
+    (lo, hi), (a_lo, a_hi) = s.energy or ALL_ENERGIES, s.angle or ALL_ANGLES
     n = 0
+    kept_angles: list[np.ndarray] | None = []
     writer: ShowerWriter | None = None
     try:
         for path in s.inputs:
             if not os.path.exists(path):
                 raise InputFileError(path, f"input of slice {s.name!r} not found")
             with open_calochallenge(path) as f:
+                angles = f.incident_angles_deg()
+                if angles is None and s.angle is not None:
+                    raise InputFileError(path, f"has no {ANGLES_DATASET} dataset, and slice {s.name!r} of "
+                                         f"{family.path} selects by angle")  # fmt: skip
+                if angles is None:
+                    kept_angles = None  # some input without angles: the slice's file has none
                 if writer is None:
                     writer = ShowerWriter(output, f.n_voxels, attrs={"producer": "fastsim-family-select",
                                           "family": family.name, "slice": s.name}, overwrite=True, compression=None)  # fmt: skip
+                start = 0
                 for e_inc, showers in f.iter_chunks():
                     keep = (e_inc >= lo) & (e_inc < hi)
+                    if angles is not None:
+                        a = angles[start : start + len(e_inc)]
+                        keep &= (a >= a_lo) & (a < a_hi)
+                        if kept_angles is not None:
+                            kept_angles.append(a[keep])
+                    start += len(e_inc)
                     if keep.any():
                         writer.append(e_inc[keep], showers[keep])
                         n += int(keep.sum())
         if n == 0:
-            raise InputFileError(
-                family.path, f"slice {s.name!r}: no shower of its inputs has {lo:g} <= E_inc < {hi:g} MeV"
-            )
+            raise InputFileError(family.path, f"slice {s.name!r}: no shower of its inputs has {s.describe()}")
         assert writer is not None
+        selected_angles = None if kept_angles is None else np.concatenate(kept_angles)
+        if selected_angles is not None:
+            writer.add_dataset(ANGLES_DATASET, selected_angles[:, None], units="deg")
         writer.close()
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    return n
+    return n, selected_angles
 
 
 def prepare_slice(family: Family, s: FamilySlice, progress: bool = False) -> str:
-    """Make slice ``s``'s training tensors (once: an existing file is kept); returns their path."""
+    """Make slice ``s``'s training tensors (once: an existing file is kept); returns their path.
+
+    The incidence angle becomes the model's second condition (docs/angles.md) when the slice's
+    showers carry several angles; a slice of one angle (or inputs without angles, or ``prep:
+    {no_angle: true}``) trains an energy-only model, which generates every event of its slice.
+    """
+    import numpy as np
+
     from fastsim.data.tensors import prepare_training_tensors
 
     out = family.tensors_path(s)
@@ -397,11 +479,13 @@ def prepare_slice(family: Family, s: FamilySlice, progress: bool = False) -> str
         return out
     os.makedirs(family.run_dir(s), exist_ok=True)
     selected = os.path.join(family.run_dir(s), "selected.h5")
-    _select_into(family, s, selected)
+    _, angles = _select_into(family, s, selected)
+    with_angle = angles is not None and len(np.unique(angles)) > 1 and not family.prep.get("no_angle", False)
     try:
         prepare_training_tensors(
             [selected], out, family.geometry, transform_config=family.prep.get("transform"),
             seed=int(family.prep.get("seed", 0)), progress=progress, compression=family.prep.get("compression"),
+            angles=with_angle,
         )  # fmt: skip
     finally:
         os.remove(selected)

@@ -66,7 +66,7 @@ def _fit_one(family, s, extra: list[str], force: bool) -> None:  # noqa: ANN001
         print(f"fastsim family: slice {s.name} already trained ({entry['checkpoint']}): skipped")
         return
     print(
-        f"fastsim family: slice {s.task} {s.name} ({s.energy[0]:g} <= E < {s.energy[1]:g} MeV): preparing",
+        f"fastsim family: slice {s.task} {s.name} ({s.describe()}): preparing",
         flush=True,
     )
     prepare_slice(family, s)
@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
         for s in family.slices:
             entry = trained_entry(family, s)
             state = f"trained: {entry['checkpoint']}" if entry else "not trained"
-            print(f"  {s.task:>3}  {s.name:<20} {s.energy[0]:>10g} <= E < {s.energy[1]:<10g} MeV  {state}")
+            print(f"  {s.task:>3}  {s.name:<20} {s.describe():<44}  {state}")
         print(f"SLURM: sbatch --array=0-{len(family.slices) - 1} scripts/slurm_family.sh {family.path}")
         return 0
     if args.action == "fit":
