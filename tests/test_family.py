@@ -25,7 +25,7 @@ GEO = Geometry.builtin("1-photons")
 LOW, HIGH = (1000.0, 3000.0), (3000.0, 9000.0)  # MeV: the toy energies 1024, 2048 | 4096, 8192
 
 
-def _description(tmp, inputs, fit_args=(), extra_slice=None, slices=None) -> str:
+def _description(tmp, inputs, fit_args=(), extra_slice=None, slices=None, prep=None) -> str:
     """A family description of 2 energy slices, or ``slices``, (plus ``extra_slice``) over ``inputs``."""
     import yaml
 
@@ -44,6 +44,7 @@ def _description(tmp, inputs, fit_args=(), extra_slice=None, slices=None) -> str
         "configs": ["wgan_gp", "photons", "cpu", "csv"],
         "fit_args": list(fit_args),
         "slices": slices,
+        **({"prep": prep} if prep is not None else {}),
     }
     path = os.path.join(tmp, "family.yaml")
     with open(path, "w") as f:
@@ -315,3 +316,20 @@ def test_slurm_array_script_trains_its_own_slice(tmp_path, showers) -> None:
         ["bash", script, path], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert again.returncode == 0 and "already in its index" in again.stdout, again.stdout + again.stderr
+
+
+def test_prep_threshold_reads_out_each_slice_like_the_detector(tmp_path, showers) -> None:
+    from fastsim.data.tensors import TrainingTensors
+    from fastsim.errors import InputFileError
+    from fastsim.training.family import prepare_slice
+
+    family = load_family(_description(str(tmp_path), [showers], prep={"threshold": 1.0}))
+    with TrainingTensors(prepare_slice(family, family.slices[0])) as tt:
+        assert tt.attrs["readout_threshold"] == 1.0  # what the WGAN-GP's readout_threshold checks against
+        d = tt.read()
+        mev = d["x"] * d["e_inc"][:, None]
+        assert (mev > 0).any() and mev[mev > 0].min() >= 1.0 - 1e-3
+    (tmp_path / "bad").mkdir()
+    for bad in (-1.0, "1 MeV", True):
+        with pytest.raises(InputFileError, match=r"family\.yaml.*prep\.threshold must be a readout threshold"):
+            load_family(_description(str(tmp_path / "bad"), [showers], prep={"threshold": bad}))

@@ -17,7 +17,7 @@ The description (paths relative to the file)::
     index: family.json              # default: <workdir>/index.json
     configs: [wgan_gp, photons, cpu]   # `fastsim fit --config` of every slice (files or packaged names)
     fit_args: [--trainer.max_steps, "20000"]   # options given to every slice's `fastsim fit`
-    prep: {transform: divide, seed: 0}         # `fastsim prep-train` options
+    prep: {transform: divide, seed: 0, threshold: 1.0}   # `fastsim prep-train` options (threshold: MeV)
     slices:
       - name: low
         select: {energy: [256, 8192]}          # MeV, lo <= E_inc < hi
@@ -87,7 +87,7 @@ ALL_ANGLES = (0.0, 90.0)
 ALL_ENERGIES = (0.0, math.inf)
 _TOP_KEYS = {"name", "geometry", "inputs", "workdir", "index", "configs", "fit_args", "prep", "slices"}
 _SLICE_KEYS = {"name", "select", "overrides", "fit_args", "inputs"}
-_PREP_KEYS = {"transform", "seed", "compression", "no_angle"}
+_PREP_KEYS = {"transform", "seed", "compression", "no_angle", "threshold"}
 
 
 @dataclass(frozen=True)
@@ -226,6 +226,9 @@ def load_family(path: str | os.PathLike) -> Family:
     prep = data.get("prep") or {}
     if not isinstance(prep, dict) or set(prep) - _PREP_KEYS:
         raise InputFileError(path, f"prep takes only {', '.join(sorted(_PREP_KEYS))}, got {prep!r}")
+    threshold = prep.get("threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < math.inf:
+        raise InputFileError(path, f"prep.threshold must be a readout threshold >= 0 MeV, got {threshold!r}")
     workdir = _abs(base, str(data.get("workdir", name)))
     index = _abs(base, str(data["index"])) if "index" in data else os.path.join(workdir, "index.json")
     raw = data["slices"]
@@ -485,7 +488,7 @@ def prepare_slice(family: Family, s: FamilySlice, progress: bool = False) -> str
         prepare_training_tensors(
             [selected], out, family.geometry, transform_config=family.prep.get("transform"),
             seed=int(family.prep.get("seed", 0)), progress=progress, compression=family.prep.get("compression"),
-            angles=with_angle,
+            angles=with_angle, threshold=float(family.prep.get("threshold", 0.0)),
         )  # fmt: skip
     finally:
         os.remove(selected)
