@@ -32,22 +32,22 @@ memory traffic) and compared exactly with the float64 edges. Hits outside (no la
 the first or beyond the last edge) are counted with their energy, never dropped silently: per
 event, voxel sum + outside energy = hit energy sum.
 
-The α bin is found without computing α: bin ``k`` starts at the boundary direction
-``θ_k = -π + 2πk/n_alpha``, and a hit at angle α lies at or beyond ``θ_k`` exactly when the cross
-product ``v cos θ_k - u sin θ_k = r sin(α - θ_k)`` is >= 0, for the boundaries of α's own half
-plane (``α ∈ [0, π)``: ``v > 0``, or ``v = 0`` and ``u >= 0``; else ``α ∈ [-π, 0)``, where
-``α - θ_k`` stays within ``(-π, π)``). The bin is the number of boundaries below α's half plane
-plus the count of its own that the hit reaches, in float64 from the hit's ``u``, ``v``. This
-agrees with ``Geometry.voxel_index`` (float64 ``arctan2``) except for hits within ~1e-15 rad of a
-bin edge, where both are at the limit of float64 (``tests/test_voxelise.py`` checks 1e-12); the
-directions θ = 0, ±π/2, ±π are exact, so hits on the axes land as with ``arctan2``; at
-``u = v = 0`` α is ``arctan2``'s too (0, or π when ``u`` is -0).
+The α bin is found without computing α (no ``arctan2``): the pseudo-angle
+``w = 1 - u/(|u| + |v|)`` for α in ``[0, π)`` (``v > 0``, or ``v = 0`` and ``u >= 0``), else
+``w = u/(|u| + |v|) - 1``, grows with α from -2 (α = -π) through 0 (α = 0) to 2, so the α bin is
+the number of bin edges ``θ_k = -π + 2πk/n_alpha`` (k >= 1) whose own ``w`` is <= the hit's:
+an exact :class:`EdgeLookup` per layer, in float64 from the hit's ``u``, ``v``. This agrees with
+``Geometry.voxel_index`` (float64 ``arctan2``) except for hits within ~1e-15 rad of a bin edge,
+where both are at the limit of float64 (``tests/test_voxelise.py`` checks 1e-12 rad); edges on
+the axes (θ = 0, ±π/2) are exact, so hits on the axes land in the exact bin, and at ``u = v = 0``
+α is ``arctan2``'s (0, or π when ``u`` is -0). Before, α came from numpy's float32 ``arctan2``
+of float32 ``u``, ``v`` (its own ~1e-7 rad of rounding at the edges).
 
 Speed: binary search (``np.searchsorted``) costs ~15 ns per hit here, more than reading the hit
 from an LZ4-compressed TTree; :class:`EdgeLookup` replaces it by an exact uniform-grid lookup, and
 :func:`voxelise_hits` works through cache-sized blocks of events (optionally in threads). With
-numba installed (``pip install 'fastsim[fast]'``), one compiled loop per block
-(:mod:`fastsim.data._voxelise_numba`) replaces the numpy passes, with bit-identical results;
+numba installed (``pip install 'fastsim[fast]'``), two compiled loops per block
+(:mod:`fastsim.data._voxelise_numba`) replace the numpy passes, with bit-identical results;
 without it the numpy passes run.
 """
 
