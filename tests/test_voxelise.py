@@ -98,6 +98,34 @@ def test_voxel_indices_match_geometry_voxel_index(rng, name):
     np.testing.assert_array_equal(voxel_indices(g, layer, u, v), ref)
 
 
+@pytest.mark.parametrize("n_alpha", [2, 3, 4, 5, 7, 10, 16, 50])
+def test_alpha_bins_agree_with_arctan2_except_within_1e_12_rad_of_an_edge(rng, n_alpha):
+    """The pseudo-angle rule (no arctan2) against Geometry.voxel_index (float64 arctan2): the same
+    bin for every hit more than 1e-12 rad from a bin edge, hits 1e-9 rad either side of every edge
+    included; hits on the axes (θ = 0, ±π/2, ±π, and u = v = 0) in the exact bin."""
+    g = Geometry.regular(1, n_alpha, [0.0, 1e4], name="ring")
+    theta = -np.pi + 2 * np.pi * np.arange(n_alpha) / n_alpha  # bin edges (and -π = π)
+    a = np.concatenate([rng.uniform(-np.pi, np.pi, 50_000), theta, theta + 1e-9, theta - 1e-9])
+    r = rng.exponential(50.0, len(a)) + 1e-3
+    u, v = r * np.cos(a), r * np.sin(a)
+    layer = np.zeros(len(u), dtype=np.int64)
+    ref = g.voxel_index(layer, np.hypot(u, v), np.arctan2(v, u))
+    got = voxel_indices(g, layer, u, v)
+    off = np.arctan2(v, u)[:, None] - theta[None, :]
+    dist = np.min(np.abs((off + np.pi) % (2 * np.pi) - np.pi), axis=1)
+    near = dist < 1e-12
+    assert near.sum() <= len(theta) and near[-2 * len(theta) :].sum() == 0  # only the exact edges
+    np.testing.assert_array_equal(got[~near], ref[~near])
+    assert np.all(np.abs(got[near] - ref[near]) % (n_alpha - 1) <= 1)  # neighbours (or 0 and n - 1)
+    # on the axes: α = q π/2 lies in bin floor(n (q/4 + 1/2)) mod n; u = v = 0 is arctan2's α (0 or π)
+    q = np.array([0, 1, 2, -1, -2])
+    au = np.array([1.0, 0.0, -1.0, 0.0, -1.0]) * 7.0
+    av = np.array([0.0, 1.0, 0.0, -1.0, -0.0]) * 7.0
+    zeros = np.zeros(7, dtype=np.int64)
+    axes = voxel_indices(g, zeros, np.append(au, [0.0, -0.0]), np.append(av, [0.0, 0.0]))
+    np.testing.assert_array_equal(axes, np.append(((2 + q) * n_alpha // 4) % n_alpha, [n_alpha // 2, 0]))
+
+
 # ------------------------------------------------------------------------------ known placements
 def test_hits_along_z_land_in_the_named_voxels(geo):
     # (x, y, z) in mm with impact (0, 0): layer from z, r = hypot, α = atan2(y, x) in 4 bins of [-π, π)
@@ -357,21 +385,24 @@ class TestCompiledEqualsNumpy:
     def _needs_numba(self, engine: str) -> None:
         pass
 
-    def test_grid_count_is_searchsorted_and_stays_inside_the_tables(self, rng):
-        """The compiled lookup equals searchsorted on edges and next to them, and an invalid value
-        (the check reports it only after the loop) never indexes past the tables."""
+    def test_grid_value_is_searchsorted_and_stays_inside_the_tables(self, rng):
+        """The compiled lookup equals searchsorted (mapped through the values) on edges and next
+        to them, and an invalid value (the check reports it only after the loop) never indexes
+        past the tables."""
         from fastsim.data.voxelise import _grid_tables, compiled_kernels
 
         edges = np.array(R_EDGES)
-        lookup = EdgeLookup([edges])
-        lo, inv_h, n_cells, cell_value, next_edge = _grid_tables(lookup)
+        mapped = np.array([7, 3, 9, 1, 4, 8, 2])  # any values per count (len(edges) + 1)
         near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
         values = np.concatenate([near, rng.uniform(-10.0, 150.0, 1000), [-np.inf, np.inf, np.nan, 1e300]])
-        count = compiled_kernels()._grid_count
-        got = np.array([count(v, lo, inv_h, n_cells, 0, cell_value, next_edge) for v in values])
         finite = np.isfinite(values)
-        np.testing.assert_array_equal(got[finite], np.searchsorted(edges, values[finite], side="right"))
-        assert got.min() >= 0 and got.max() <= len(edges)
+        lookup_fn = compiled_kernels()._grid_value
+        for lookup, expect in ((EdgeLookup([edges]), np.arange(7)), (EdgeLookup([edges], [mapped]), mapped)):
+            lo, inv_h, n_cells, _, next_edge, below, above = _grid_tables(lookup)
+            got = np.array([lookup_fn(v, lo, inv_h, n_cells, 0, next_edge, below, above) for v in values])
+            ref = expect[np.searchsorted(edges, values[finite], side="right")]
+            np.testing.assert_array_equal(got[finite], ref)
+            assert set(got[~finite]) <= set(expect.tolist())
 
     @pytest.mark.parametrize("name", ["small", "1-photons", "1-pions"])
     @pytest.mark.parametrize("dtype", [np.float32, np.float64])

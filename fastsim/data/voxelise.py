@@ -25,19 +25,30 @@ x - x0)``: the CaloChallenge convention). When ``d`` is within ~8° of the x axi
 (``|d·x̂| > 0.99``) the projection of x̂ is too short to be a stable reference and the detector
 y axis is projected instead.
 
-Binning follows :meth:`fastsim.geometry.Geometry.voxel_index` exactly: radial bins
+Binning follows :meth:`fastsim.geometry.Geometry.voxel_index`: radial bins
 ``r_edges[k] <= r < r_edges[k+1]``, α bins dividing ``[-π, π)`` evenly (``α = π`` wraps to the
-first bin). ``r`` and ``α`` are computed in the hits' own precision (float32 hits stay float32:
-half the memory traffic), and compared exactly with the float64 edges. Hits outside (no layer,
-``r`` below the first or beyond the last edge) are counted with their energy, never dropped
-silently: per event, voxel sum + outside energy = hit energy sum.
+first bin). ``r`` is computed in the hits' own precision (float32 hits stay float32: half the
+memory traffic) and compared exactly with the float64 edges. Hits outside (no layer, ``r`` below
+the first or beyond the last edge) are counted with their energy, never dropped silently: per
+event, voxel sum + outside energy = hit energy sum.
+
+The α bin is found without computing α (no ``arctan2``): the pseudo-angle
+``w = 1 - u/(|u| + |v|)`` for α in ``[0, π)`` (``v > 0``, or ``v = 0`` and ``u >= 0``), else
+``w = u/(|u| + |v|) - 1``, grows with α from -2 (α = -π) through 0 (α = 0) to 2, so the α bin is
+the number of bin edges ``θ_k = -π + 2πk/n_alpha`` (k >= 1) whose own ``w`` is <= the hit's:
+an exact :class:`EdgeLookup` per layer, in float64 from the hit's ``u``, ``v``. This agrees with
+``Geometry.voxel_index`` (float64 ``arctan2``) except for hits within ~1e-15 rad of a bin edge,
+where both are at the limit of float64 (``tests/test_voxelise.py`` checks 1e-12 rad); edges on
+the axes (θ = 0, ±π/2) are exact, so hits on the axes land in the exact bin, and at ``u = v = 0``
+α is ``arctan2``'s (0, or π when ``u`` is -0). Before, α came from numpy's float32 ``arctan2``
+of float32 ``u``, ``v`` (its own ~1e-7 rad of rounding at the edges).
 
 Speed: binary search (``np.searchsorted``) costs ~15 ns per hit here, more than reading the hit
 from an LZ4-compressed TTree; :class:`EdgeLookup` replaces it by an exact uniform-grid lookup, and
 :func:`voxelise_hits` works through cache-sized blocks of events (optionally in threads). With
 numba installed (``pip install 'fastsim[fast]'``), two compiled loops per block
-(:mod:`fastsim.data._voxelise_numba`) replace the numpy passes around numpy's ``arctan2``, with
-bit-identical results; without it the numpy passes run.
+(:mod:`fastsim.data._voxelise_numba`) replace the numpy passes, with bit-identical results;
+without it the numpy passes run.
 """
 
 from __future__ import annotations
@@ -289,13 +300,12 @@ class VoxelTable:
     r_lookup: EdgeLookup  # rows as above; values: offset + r bin, or n_voxels
     r_row_base: np.ndarray  # (L+2,) int64 r_lookup.row_base of each row
     n_r: np.ndarray  # (L+2,) int64 radial bins per row (0 for the no-layer rows)
-    n_alpha: np.ndarray  # (L+2,) float64 α bins per row (1 for the no-layer rows)
-    n_alpha_m1: np.ndarray  # (L+2,) int64 n_alpha - 1
-    uniform_alpha: bool  # every layer has the same n_alpha and n_r (scalars replace gathers)
     any_alpha: bool  # some layer has more than one α bin
     offset: np.ndarray  # (L+2,) int64 first voxel of each row (n_voxels for no-layer rows)
     n_cells: np.ndarray  # (L+2,) int64 voxels per row (0 for no-layer rows)
     id_to_row: np.ndarray  # (max_id + 1,) int64 row of each layer id (0 if the id is not used)
+    a_lookup: EdgeLookup  # rows as above, edges: the α bin boundaries' pseudo-angles w; values: α bin × n_r
+    a_row_base: np.ndarray  # (L+2,) int64 a_lookup.row_base of each row
 
 
 @lru_cache(maxsize=16)
@@ -313,31 +323,67 @@ def voxel_table(geometry: Geometry) -> VoxelTable:
     lookup = EdgeLookup(edges, values)
     n_rows = len(layers) + 2
     n_r = np.array([0] + [ly.n_r for ly in layers] + [0], dtype=np.int64)
-    n_alpha = np.array([1] + [ly.n_alpha for ly in layers] + [1], dtype=np.float64)
+    n_alpha = [1] + [ly.n_alpha for ly in layers] + [1]
     ids = [ly.id for ly in layers]
     id_to_row = np.zeros(max(max(ids), 0) + 1, dtype=np.int64)
     for pos, lid in enumerate(ids):
         if lid >= 0:
             id_to_row[lid] = pos + 1
     offset = np.concatenate([[n_vox], geometry.layer_offsets[:-1], [n_vox]]).astype(np.int64)
+    a_edges, a_values = [], []
+    for n_a, n_rad in zip(n_alpha, n_r.tolist(), strict=True):
+        # boundary k of n bins is θ = π m / n with m = 2k - n; on the axes cos and sin are exact
+        cs = [(0.0, -1.0) if 2 * m == -n else (1.0, 0.0) if m == 0 else (0.0, 1.0) if 2 * m == n
+              else (math.cos(math.pi * m / n), math.sin(math.pi * m / n))
+              for n in [n_a] for m in range(2 - n, n, 2)]  # fmt: skip
+        w = _pseudo_angle(np.array([c for c, _ in cs]), np.array([sn for _, sn in cs]))
+        a_edges.append(w if len(w) else np.array([3.0]))  # one bin: an edge no w reaches (w < 2)
+        a_values.append(np.arange(len(a_edges[-1]) + 1) * n_rad if len(w) else np.zeros(2, dtype=np.int64))
+    a_lookup = EdgeLookup(a_edges, a_values)
     return VoxelTable(
         geometry=geometry,
         r_lookup=lookup,
         r_row_base=lookup.row_base(np.arange(n_rows)),
         n_r=n_r,
-        n_alpha=n_alpha,
-        n_alpha_m1=n_alpha.astype(np.int64) - 1,
-        uniform_alpha=len({(ly.n_alpha, ly.n_r) for ly in layers}) == 1,
         any_alpha=any(ly.n_alpha > 1 for ly in layers),
         offset=offset,
         n_cells=np.array([0] + [ly.n_voxels for ly in layers] + [0], dtype=np.int64),
         id_to_row=id_to_row,
+        a_lookup=a_lookup,
+        a_row_base=a_lookup.row_base(np.arange(n_rows)),
     )
 
 
+def _pseudo_angle(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Pseudo-angle ``w`` in [-2, 2) of the directions (u, v), float64 (M,): increasing with
+    α = atan2(v, u) in [-π, π), no ``arctan2`` needed (see the module docstring).
+
+    ``t = u / (|u| + |v|)``; ``w = 1 - t`` for α in [0, π) (``v > 0``, or ``v = 0`` and ``u >= 0``),
+    else ``w = t - 1``. At ``u = v = 0``, ``w`` is that of ``arctan2(±0, ±0)``: 0, or -2 (α = -π,
+    the first bin) when ``u`` is -0. The compiled loop computes the same operations in the same order.
+    """
+    u = np.asarray(u).astype(np.float64, copy=False)
+    v = np.asarray(v).astype(np.float64, copy=False)
+    den = np.abs(u)
+    den += np.abs(v)
+    with np.errstate(invalid="ignore"):
+        t = u / den
+    upper = (v > 0) | ((v == 0) & (u >= 0))
+    w = np.where(upper, 1.0 - t, t - 1.0)
+    zero = den == 0
+    if zero.any():
+        w[zero] = np.where(np.signbit(u[zero]), -2.0, 0.0)
+    return w
+
+
 def _grid_tables(lookup: EdgeLookup) -> tuple:
-    """An EdgeLookup's grid as the compiled loops take it: (lo, 1/h, n_cells, cell counts, next edges)."""
-    return lookup.lo, 1.0 / lookup.h, float(lookup.n_cells), lookup.cell_value, lookup._next64
+    """An EdgeLookup's grid as the compiled loops take it: ``(lo, 1/h, n_cells, stride, next edge,
+    value below it, value at or above it)`` per cell (rows one after the other, ``stride`` cells
+    each); past the last edge (next edge +inf) both values are equal."""
+    below = lookup.values[lookup.cell_value]
+    last = np.minimum(lookup.cell_value + 1, len(lookup.values) - 1)
+    above = np.where(np.isfinite(lookup._next64), lookup.values[last], below)
+    return lookup.lo, 1.0 / lookup.h, float(lookup.n_cells), lookup.stride, lookup._next64, below, above
 
 
 # ---------------------------------------------------------------------------------------- frame
@@ -461,32 +507,14 @@ def layer_from_id(layer_id: np.ndarray, geometry: Geometry) -> np.ndarray:
 def _voxels_from_rows(tab: VoxelTable, row: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Voxel index (``n_voxels`` outside) from layer rows and transverse coordinates (mm)."""
     geometry = tab.geometry
-    ft = np.result_type(u.dtype, np.float32).type
     r = u * u
     r += v * v
     np.sqrt(r, out=r)
     # layer offset + r bin, or n_voxels (below the first / beyond the last edge, or no layer)
     index = tab.r_lookup(r, row_base=np.take(tab.r_row_base, row))
     if tab.any_alpha:
-        t = np.arctan2(v, u)
-        t += ft(math.pi)  # in [0, 2π]; 2π (α = π exactly) wraps to 0 like np.mod in Geometry.voxel_index
-        wrap = t >= ft(_TWO_PI)
-        if wrap.any():
-            t[wrap] -= ft(_TWO_PI)
-        # same operation order as Geometry.voxel_index: (t * n_alpha) / 2π, truncated, capped
-        if tab.uniform_alpha:
-            ly = geometry.layers[0]
-            t *= ft(ly.n_alpha)
-            t /= ft(_TWO_PI)
-            ab = t.astype(np.int64)
-            np.minimum(ab, ly.n_alpha - 1, out=ab)
-            ab *= ly.n_r
-        else:
-            t *= np.take(tab.n_alpha.astype(ft), row)
-            t /= ft(_TWO_PI)
-            ab = t.astype(np.int64)
-            np.minimum(ab, np.take(tab.n_alpha_m1, row), out=ab)
-            ab *= np.take(tab.n_r, row)
+        # α bin × n_r of the row; added to the inside hits only
+        ab = tab.a_lookup(_pseudo_angle(u, v), row_base=np.take(tab.a_row_base, row))
         index += ab
         np.minimum(index, geometry.n_voxels, out=index)  # outside stays outside
     return index
@@ -644,20 +672,20 @@ def voxelise_hits(
     def block(s: int, t: int) -> tuple[int, float]:
         """Voxelise events s..t-1 into their rows of ``showers``; return (outside hits, hit energy)."""
         hits = slice(offsets[s], offsets[t])
+        if compiled is not None:
+            rows = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else None  # type: ignore[index]
+            return compiled(s, t, hits, rows, showers, outside, min_energy)
         e_block = energy[hits]
-        e_sum = float(e_block.sum(dtype=np.float64))  # while the block is in cache
-        if min_energy is not None and compiled is None:
+        if min_energy is not None:
             # a float64 sum is non-finite iff some value is (no overflow from float32 values)
-            total = e_sum
+            total = float(e_block.sum(dtype=np.float64))
             for coord in (x, y, z):
                 if coord is not None and coord.dtype.kind == "f":
                     total += coord[hits].sum(dtype=np.float64)
             if not np.isfinite(total) or (e_block.size and e_block.min() < min_energy):
                 raise InvalidHitsError("non-finite hit values or negative hit energies")
-        if compiled is not None:
-            rows = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else None  # type: ignore[index]
-            n_out = compiled(s, t, hits, rows, showers, outside, min_energy)
-            return n_out, e_sum
+        # summed in hit order, as the compiled loop sums it (the totals agree to the last bit)
+        e_sum = float(np.add.accumulate(e_block, dtype=np.float64)[-1]) if e_block.size else 0.0
         if cell is not None:
             voxel = _cells_from_rows(tab, _rows_from_ids(layer_id[hits], tab), cell[hits])  # type: ignore[index]
         else:
@@ -707,10 +735,10 @@ def _compiled_setup(
 ):
     """The compiled block function of :func:`voxelise_hits`, or None where the numpy passes run.
 
-    The returned ``block(s, t, hits, rows, showers, outside, min_energy) -> n_outside`` does for
-    events s..t-1 (hits ``hits``, layer rows ``rows`` if they come from ids) what the numpy block
-    does, with the same arithmetic in the same order; it raises :class:`InvalidHitsError` as the
-    numpy check does.
+    The returned ``block(s, t, hits, rows, showers, outside, min_energy) -> (n_outside, e_sum)``
+    does for events s..t-1 (hits ``hits``, layer rows ``rows`` if they come from ids) what the
+    numpy block does, with the same arithmetic in the same order; it raises
+    :class:`InvalidHitsError` as the numpy check does.
     """
     if not _use_compiled(engine) or cell is not None or x is None or y is None:
         return None
@@ -718,15 +746,15 @@ def _compiled_setup(
     if x.dtype != ft or y.dtype != ft or (z is not None and z.dtype != ft):
         return None  # mixed precisions: numpy's casting rules, not re-implemented here
     tab = voxel_table(geometry)
-    if not tab.r_lookup.use_grid or (z_edges is not None and not z_edges.use_grid):
+    grids = (tab.r_lookup, tab.a_lookup) + ((z_edges,) if z_edges is not None else ())
+    if not all(lookup.use_grid for lookup in grids):
         return None  # edges too fine for a lookup grid: the numpy passes' binary search
     kern = compiled_kernels()
+    no_z = (0.0, 1.0, 0.0, 1, np.full(1, np.inf), np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    z_tables = _grid_tables(z_edges) if z_edges is not None else no_z
+    z_tables = z_tables[:3] + z_tables[4:]  # one row: no stride
+    r_tables, a_tables = _grid_tables(tab.r_lookup), _grid_tables(tab.a_lookup)
     any_alpha = tab.any_alpha
-    r_tables = (*_grid_tables(tab.r_lookup)[:3], tab.r_lookup.stride, *_grid_tables(tab.r_lookup)[3:],
-                tab.r_lookup.values)  # fmt: skip
-    no_grid = (0.0, 1.0, 0.0, np.zeros(1, dtype=np.int64), np.zeros(1))
-    z_tables = _grid_tables(z_edges) if z_edges is not None else no_grid
-    n_alpha = tab.n_alpha.astype(ft)
     n = len(impact)
     along_z = direction is None or bool(
         np.all((direction[:, 0] == 0) & (direction[:, 1] == 0) & (direction[:, 2] > 0))
@@ -741,25 +769,22 @@ def _compiled_setup(
     p0 = impact.astype(ft)
     z_all = z if z is not None else np.zeros(0, dtype=ft)
     no_rows = np.zeros(0, dtype=np.int64)
-    pi, two_pi = ft.type(math.pi), ft.type(_TWO_PI)
     n_vox = geometry.n_voxels
 
     def block(s, t, hits, rows, showers, outside, min_energy):
         m = hits.stop - hits.start
-        u, v = np.empty(m, dtype=ft), np.empty(m, dtype=ft)
-        index, row = np.empty(m, dtype=np.int64), np.empty(m, dtype=np.int64)
-        ok = kern.frame_and_radial_bins(
-            x[hits], y[hits], z_all[hits] if len(z_all) else z_all, no_rows if rows is None else rows,
-            rows is not None, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, *z_tables, *r_tables,
-            min_energy is not None,
-            -np.inf if min_energy is None else float(min_energy), energy[hits], u, v, index, row,
+        zb = z_all[hits] if len(z_all) else z_all
+        r, w = np.empty(m, dtype=ft), np.empty(m if any_alpha else 0)
+        ok = kern.frame_pass(
+            x[hits], y[hits], zb, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, any_alpha,
+            min_energy is not None, -np.inf if min_energy is None else float(min_energy), energy[hits], r, w,
         )  # fmt: skip
         if not ok:
             raise InvalidHitsError("non-finite hit values or negative hit energies")
-        angle = np.arctan2(v, u) if any_alpha else u  # numpy's float32 arctan2: see the kernels' docstring
-        return int(kern.alpha_bins_and_deposit(
-            angle, any_alpha, index, row, counts[s:t], energy[hits], n_alpha, tab.n_alpha_m1,
-            tab.n_r, pi, two_pi, n_vox, showers[s:t], outside[s:t], np.zeros(n_vox + 1),
-        ))  # fmt: skip
+        n_out, e_sum = kern.bin_and_deposit(
+            zb, no_rows if rows is None else rows, rows is not None, r, w, any_alpha, counts[s:t], energy[hits],
+            *z_tables, *r_tables, *a_tables, n_vox, showers[s:t], outside[s:t], np.zeros(n_vox + 1),
+        )  # fmt: skip
+        return int(n_out), float(e_sum)
 
     return block
