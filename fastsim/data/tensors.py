@@ -53,6 +53,7 @@ import h5py
 import numpy as np
 
 from fastsim.data.hdf5 import (
+    ANGLES_DATASET,
     RowInfo,
     auto_chunk_size,
     decode_attrs,
@@ -65,8 +66,6 @@ from fastsim.errors import FastsimError, InputFileError
 from fastsim.geometry import Geometry
 from fastsim.outputs import check_target, discard, publish, temporary_path
 
-#: the optional per-event incidence angle dataset of a CaloChallenge file (degrees, (N, 1))
-ANGLES_DATASET = "incident_angles"
 FORMAT = "fastsim-training-tensors"
 FORMAT_VERSION = 1
 #: Memory one shuffle bucket may take (x + cond + e_inc), bytes.

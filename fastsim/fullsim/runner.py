@@ -54,8 +54,6 @@ from fastsim.outputs import check_target, discard, publish, temporary_path
 
 #: Largest incident energy accepted (MeV): 100 TeV, as in the CaloChallenge file validation.
 MAX_ENERGY_MEV = 1e8
-#: The per-event incidence angle dataset written beside ``incident_energies`` (degrees, (N, 1)).
-ANGLES_DATASET = "incident_angles"
 #: Events a worker simulates per Geant4 run (between progress reports and shard appends).
 BLOCK_EVENTS = 16
 
@@ -336,7 +334,7 @@ def simulate(
     Returns:
         a :class:`SimulationSummary`.
     """
-    from fastsim.data.hdf5 import ShowerWriter
+    from fastsim.data.hdf5 import ANGLES_DATASET, ShowerWriter
 
     output = os.fspath(output)
     e_inc = check_energies(energies)
