@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fastsim.errors import FastsimError
+from fastsim.errors import FastsimError, InputFileError
 
 REFERENCE_NAME = "photons_ds1_g4.h5"
 GEOMETRY = "1-photons"  # the embedded reference's binning
@@ -122,7 +122,7 @@ def check_extra_training(extra: list[Path], heldout: Path, chunk: int = 50_000) 
         chunk: rows read at a time from each extra file.
 
     Raises:
-        FastsimError: naming the file, when it is the held-out/reference file or shares a shower.
+        InputFileError: naming the file, when it has another voxel count or shares a shower.
     """
     import hashlib
 
@@ -142,12 +142,12 @@ def check_extra_training(extra: list[Path], heldout: Path, chunk: int = 50_000) 
         with open_calochallenge(path) as f:
             n, v = f.n_showers, f.n_voxels
             if v != n_voxels:
-                raise FastsimError(f"{path}: --extra-train showers have {v} voxels, the reference {n_voxels}")
+                raise InputFileError(path, f"--extra-train showers have {v} voxels, the reference {n_voxels}")
             for start in range(0, n, chunk):
                 e_inc, showers = f.read(start, min(n, start + chunk))
                 if any(k in held for k in keys(e_inc, showers)):
-                    raise FastsimError(f"{path}: --extra-train file shares showers with the held-out "
-                                       "Geant4 part (the reference or a copy of it?); refusing to train on them")
+                    raise InputFileError(path, "--extra-train file shares showers with the held-out Geant4 "
+                                         "part (the reference or a copy of it?); refusing to train on them")
         total += n
     return total
 
