@@ -333,3 +333,5 @@ def test_prep_threshold_reads_out_each_slice_like_the_detector(tmp_path, showers
     for bad in (-1.0, "1 MeV", True):
         with pytest.raises(InputFileError, match=r"family\.yaml.*prep\.threshold must be a readout threshold"):
             load_family(_description(str(tmp_path / "bad"), [showers], prep={"threshold": bad}))
+    with pytest.raises(InputFileError, match=r"family\.yaml.*prep\.no_angle must be true or false, got 'no'"):
+        load_family(_description(str(tmp_path / "bad"), [showers], prep={"no_angle": "no"}))

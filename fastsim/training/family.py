@@ -229,6 +229,8 @@ def load_family(path: str | os.PathLike) -> Family:
     threshold = prep.get("threshold", 0.0)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < math.inf:
         raise InputFileError(path, f"prep.threshold must be a readout threshold >= 0 MeV, got {threshold!r}")
+    if not isinstance(prep.get("no_angle", False), bool):
+        raise InputFileError(path, f"prep.no_angle must be true or false, got {prep['no_angle']!r}")
     workdir = _abs(base, str(data.get("workdir", name)))
     index = _abs(base, str(data["index"])) if "index" in data else os.path.join(workdir, "index.json")
     raw = data["slices"]
