@@ -78,7 +78,6 @@ __all__ = [
     "voxelise_hits",
 ]
 
-_TWO_PI = 2.0 * math.pi
 #: above this |d·x̂| the x axis is too close to the shower axis to serve as the α reference
 _X_REF_LIMIT = 0.99
 #: largest lookup grid (cells × rows) before falling back to plain ``np.searchsorted``
@@ -676,16 +675,16 @@ def voxelise_hits(
             rows = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else None  # type: ignore[index]
             return compiled(s, t, hits, rows, showers, outside, min_energy)
         e_block = energy[hits]
+        # summed in hit order, as the compiled loop sums it (the totals agree to the last bit)
+        e_sum = float(np.add.accumulate(e_block, dtype=np.float64)[-1]) if e_block.size else 0.0
         if min_energy is not None:
             # a float64 sum is non-finite iff some value is (no overflow from float32 values)
-            total = float(e_block.sum(dtype=np.float64))
+            total = e_sum
             for coord in (x, y, z):
                 if coord is not None and coord.dtype.kind == "f":
                     total += coord[hits].sum(dtype=np.float64)
             if not np.isfinite(total) or (e_block.size and e_block.min() < min_energy):
                 raise InvalidHitsError("non-finite hit values or negative hit energies")
-        # summed in hit order, as the compiled loop sums it (the totals agree to the last bit)
-        e_sum = float(np.add.accumulate(e_block, dtype=np.float64)[-1]) if e_block.size else 0.0
         if cell is not None:
             voxel = _cells_from_rows(tab, _rows_from_ids(layer_id[hits], tab), cell[hits])  # type: ignore[index]
         else:
