@@ -204,7 +204,9 @@ def test_vae_sampling_decoder_draws_from_the_likelihood() -> None:
     zero_logit[:, 1] = -2.0  # P(empty) = 0.5 and 0.119
     mu, log_sigma = torch.full((n, 2), -3.0), torch.full((n, 2), -1.0)
     g = torch.Generator().manual_seed(0)
-    x = decode_sample(zero_logit, mu, log_sigma, torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g))
+    x = decode_sample(
+        zero_logit, mu, log_sigma, torch.randn(n, 2, generator=g), torch.randn(n, 2, generator=g)
+    )
     empty = (x == 0).float().mean(0)
     torch.testing.assert_close(empty, torch.sigmoid(zero_logit[0]), atol=4e-3, rtol=0)
     # the non-empty values are log-normal with the decoder's μ, σ; the mean is the decoder mean
@@ -213,7 +215,13 @@ def test_vae_sampling_decoder_draws_from_the_likelihood() -> None:
     assert float(logs.std()) == pytest.approx(float(torch.exp(torch.tensor(-1.0))), rel=0.01)
     torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.01, atol=0)
     # never more than the incident energy in one voxel
-    big = decode_sample(torch.full((1, 1), -9.0), torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), torch.full((1, 1), 6.0))
+    big = decode_sample(
+        torch.full((1, 1), -9.0),
+        torch.zeros(1, 1),
+        torch.ones(1, 1),
+        torch.ones(1, 1),
+        torch.full((1, 1), 6.0),
+    )
     assert float(big) == 1.0
 
 
@@ -539,14 +547,24 @@ def test_hierarchical_readout_threshold_zeroes_small_voxels_straight_through(geo
 
 def test_hierarchical_trains_reloads_and_rejects_other_transforms(tmp_path, geo_small: Geometry) -> None:
     torch.manual_seed(0)
-    model = hierarchical(geo_small, output_init="mean_shower", readout_threshold=1.0,
-                         critic_features="energy_layers", n_critic=2)
+    model = hierarchical(
+        geo_small,
+        output_init="mean_shower",
+        readout_threshold=1.0,
+        critic_features="energy_layers",
+        n_critic=2,
+    )
     fit(model, geo_small, str(tmp_path))
     (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
     check_reloaded(ckpt, model, WGANGP, geo_small)
     with pytest.raises(FastsimError, match="hierarchical"):
-        WGANGP(geometry=geo_small.to_dict(), condition=CONDITION, output="hierarchical", output_activation="none",
-               transform={"class": "Chain", "transforms": [TRANSFORM, {"class": "LogTransform"}]})
+        WGANGP(
+            geometry=geo_small.to_dict(),
+            condition=CONDITION,
+            output="hierarchical",
+            output_activation="none",
+            transform={"class": "Chain", "transforms": [TRANSFORM, {"class": "LogTransform"}]},
+        )
     with pytest.raises(FastsimError, match="output must be"):
         make(WGANGP, geo_small, output="pixels")
 
@@ -587,8 +605,9 @@ def test_hierarchical_voxel_noise_draws_voxels_around_the_shape(tmp_path, geo_sm
 
 
 def test_hierarchical_energy_noise_draws_the_total_energy(geo_small: Geometry) -> None:
-    model = hierarchical(geo_small, output_init="mean_shower", output_init_scale=0.01, voxel_noise=0.3,
-                         energy_noise=True)
+    model = hierarchical(
+        geo_small, output_init="mean_shower", output_init_scale=0.01, voxel_noise=0.3, energy_noise=True
+    )
     gen, v = model.generator, geo_small.n_voxels
     assert model.noise_dim == model.latent_dim + v + 1
     e_inc = torch.full((4000,), 4 * E_MIN)
@@ -614,7 +633,9 @@ def test_hierarchical_energy_noise_draws_the_total_energy(geo_small: Geometry) -
 def test_prepare_takes_what_the_model_needs_from_the_tensors(tmp_path, geo_small: Geometry) -> None:
     """Explicit data: prepare(tensors) fits the features, starts the output at the mean shower and
     records the energy scale, so a plain DataLoader trains it (setup has nothing left to fetch)."""
-    model = make(WGANGP, geo_small, output="hierarchical", output_init="mean_shower", critic_features="energy")
+    model = make(
+        WGANGP, geo_small, output="hierarchical", output_init="mean_shower", critic_features="energy"
+    )
     assert model.needs_training_data() and model.energy_scale == ""
     tensors = ListTensors(tiny_batches(geo_small))
     tensors.attrs = {"energy_scale": "em", "readout_threshold": 0.0}
@@ -647,8 +668,10 @@ def test_shower_features_match_the_benchmark_definitions(geo_photons: Geometry) 
     assert plain.n_features == 1 + 5 * n_l
     np.testing.assert_allclose(plain.observables(torch.tensor(fractions)).numpy(), obs[:, : 1 + 5 * n_l])
     np.testing.assert_allclose(obs[:, 0], ref["e_tot"], rtol=1e-6)
-    block = {key: obs[:, 1 + k * n_l : 1 + (k + 1) * n_l]
-             for k, key in enumerate(("e_layer", "m1_x", "m1_y", "m2_x", "m2_y", "sparsity"))}
+    block = {
+        key: obs[:, 1 + k * n_l : 1 + (k + 1) * n_l]
+        for k, key in enumerate(("e_layer", "m1_x", "m1_y", "m2_x", "m2_y", "sparsity"))
+    }
     np.testing.assert_allclose(block["e_layer"], ref["e_layer"], rtol=1e-6)
     np.testing.assert_allclose(block["sparsity"], ref["sparsity"], atol=1e-6)
     e_l = np.where(ref["e_layer"] > 0, ref["e_layer"], 1.0)
@@ -683,7 +706,9 @@ def test_vae_sample_zeros_draws_the_zero_mask() -> None:
     empty = (x == 0).double().mean(0)
     torch.testing.assert_close(empty, torch.sigmoid(zero_logit[0]).double(), atol=0.03, rtol=0)
     filled = x[x > 0]
-    torch.testing.assert_close(filled, torch.full_like(filled, float(torch.exp(torch.tensor(-4.0 + 0.5 * math.exp(-2.0))))))
+    torch.testing.assert_close(
+        filled, torch.full_like(filled, float(torch.exp(torch.tensor(-4.0 + 0.5 * math.exp(-2.0)))))
+    )
     # on average the mean shower
     torch.testing.assert_close(x.mean(0), decode_mean(zero_logit, mu, log_sigma)[0], rtol=0.05, atol=0)
 
@@ -717,7 +742,9 @@ def test_vae_prior_monte_carlo_estimates_the_same_likelihood_in_low_dimension(ge
 
 
 def test_critic_batch_std_shows_the_critic_a_too_narrow_spread(tmp_path, geo_small: Geometry) -> None:
-    model = hierarchical(geo_small, output_init="mean_shower", critic_features="shapes", critic_batch_std=True)
+    model = hierarchical(
+        geo_small, output_init="mean_shower", critic_features="shapes", critic_batch_std=True
+    )
     n_feat = model.features.n_features
     assert model.critic.net[0].in_features == geo_small.n_voxels + 2 * n_feat + model.n_conditions
     data = tiny_batches(geo_small)[0]
@@ -742,3 +769,86 @@ def test_critic_batch_std_shows_the_critic_a_too_narrow_spread(tmp_path, geo_sma
     check_reloaded(ckpt, model, WGANGP, geo_small)
     with pytest.raises(FastsimError, match="critic_batch_std needs critic features"):
         make(WGANGP, geo_small, critic_batch_std=True)
+
+
+def _reference(widths: np.ndarray, n: int = 700, chunk: int = 1000):
+    """A ResponseReference of E_tot/E_inc ~ N(1, widths[g]) at len(widths) discrete conditions."""
+    from fastsim.models.components.response import ResponseReference
+
+    rng = np.random.default_rng(0)
+    c = np.repeat(np.linspace(0.1, 0.9, len(widths)), n).astype(np.float32)
+    r = 1.0 + np.repeat(widths, n) * rng.standard_normal(c.size)
+
+    def chunks():
+        for s in range(0, c.size, chunk):
+            yield r[s : s + chunk], c[s : s + chunk, None]
+
+    return ResponseReference().fit(chunks, seed=0)
+
+
+def test_energy_distance_is_zero_in_expectation_only_for_geant4s_distribution() -> None:
+    widths = np.linspace(0.02, 0.1, 9)
+    ref = _reference(widths)
+    assert ref.n_groups == 9 and ref.count.tolist() == [700] * 9
+    torch.testing.assert_close(ref.scale, torch.tensor(widths, dtype=torch.float32), rtol=0.08, atol=0)
+    # the sample does not depend on how the tensors are chunked
+    other = _reference(widths, chunk=333)
+    torch.testing.assert_close(other.quantiles, ref.quantiles)
+    torch.testing.assert_close(other.cond, ref.cond)
+    cond, groups = ref.sample_conditions(torch.Generator().manual_seed(0))
+    assert cond.shape == (9 * 32, 1) and groups.tolist() == list(range(9))
+    width = torch.tensor(widths, dtype=torch.float32)[groups].repeat_interleave(32)
+
+    def mean_distance(scale: float, shift: float = 0.0) -> tuple[float, float]:
+        g = torch.Generator().manual_seed(1)
+        d = [
+            float(
+                ref.distance(1 + shift * width + scale * width * torch.randn(len(width), generator=g), groups)
+            )
+            for _ in range(300)
+        ]
+        return float(np.mean(d)), float(np.std(d) / np.sqrt(len(d)))
+
+    right, err = mean_distance(1.0)
+    assert abs(right) < 3 * err + 2e-3  # unbiased: zero for the reference distribution itself
+    # larger for a generator 20 % too narrow or too wide, or 0.3 σ off in the mean (a sorted-sample
+    # Wasserstein distance at m = 32 is smaller for the too-narrow one than for the right one)
+    for scale, shift in ((0.8, 0.0), (1.2, 0.0), (1.0, 0.3)):
+        d, e = mean_distance(scale, shift)
+        assert d > right + 4 * (err + e), (scale, shift, d, right)
+
+
+def test_response_weight_teaches_the_generator_its_resolution(tmp_path, geo_small: Geometry) -> None:
+    model = hierarchical(geo_small, output_init="mean_shower", critic_features="energy", response_weight=1.0)
+    ref = model.response
+    assert ref.is_fitted and ref.n_groups == 7 and not model.needs_training_data()
+    assert not make(WGANGP, geo_small, output="hierarchical", response_weight=1.0).response.is_fitted
+
+    def spreads() -> tuple[float, torch.Tensor]:
+        g = torch.Generator().manual_seed(5)
+        cond, groups = ref.sample_conditions(g)
+        z = torch.randn(cond.shape[0], model.noise_dim, generator=g)
+        r = model.generator(z, cond).sum(1)
+        return model.response.distance(r, groups).detach(), r.detach().reshape(len(groups), -1).std(1)
+
+    # the mean-shower start (weights × 0.01) makes almost the same E_tot/E_inc at every draw
+    d0, std0 = spreads()
+    assert float((std0 / ref.scale).max()) < 0.3
+    opt = torch.optim.Adam(model.generator.parameters(), lr=3e-3)
+    torch.manual_seed(0)
+    for step in range(300):  # the response term alone: it must widen E_tot/E_inc towards the data's
+        opt.zero_grad()
+        model.response_distance(model.step_generator(step)).backward()
+        opt.step()
+    d1, std1 = spreads()
+    assert float(d1) < 0.3 * float(d0)
+    ratio = std1 / ref.scale
+    assert float(ratio.min()) > 0.6 and float(ratio.max()) < 1.5, ratio
+    # trains through Lightning (logged), reloads (the reference is not in the checkpoint)
+    trainer = fit(model, geo_small, str(tmp_path))
+    assert "train/response_distance" in trainer.logged_metrics
+    assert not any(k.startswith("response.") for k in model.state_dict())
+    (ckpt,) = glob.glob(os.path.join(tmp_path, "**", "*.ckpt"), recursive=True)
+    check_reloaded(ckpt, model, WGANGP, geo_small)
+    with pytest.raises(FastsimError, match="response_weight must be a finite number >= 0"):
+        make(WGANGP, geo_small, output="hierarchical", response_weight=-1.0)

@@ -9,6 +9,8 @@ MeV. Subclasses provide :meth:`decoder_network` (noise, conditions → model-spa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -257,22 +259,19 @@ class ShowerGeneratorModule(L.LightningModule):
         modules = self.feature_modules()
         if not modules:
             raise FastsimError(f"this {type(self).__name__} uses no energy features")
-
-        def chunks():  # noqa: ANN202
-            for start in range(0, len(tensors), rows):
-                b = tensors.read(start, start + rows)
-                x, e = torch.from_numpy(b["x"]), torch.from_numpy(b["e_inc"])
-                yield self._fractions(x, e), b["cond"][:, 0]
-
-        try:
+        with naming_file(tensors, "EnergyFeatures.fit: "):
             for module in modules:
-                module.fit_stream(chunks())
-        except FastsimError as err:
-            path = getattr(tensors, "path", None)
-            if path is None:
-                raise
-            # name the file the bad values are in (the message alone does not say which)
-            raise InputFileError(path, str(err).removeprefix("EnergyFeatures.fit: ")) from None
+                module.fit_stream((f, cond[:, 0]) for f, cond in self.fraction_chunks(tensors, rows))
+
+    def fraction_chunks(self, tensors: Any, rows: int = 1 << 16) -> Iterator[tuple[Tensor, np.ndarray]]:
+        """The training tensors as ``(fractions (n, V), cond (n, C))``, ``rows`` at a time:
+        voxel energies over the incident energy, whatever the model-space transform."""
+        for start in range(0, len(tensors), rows):
+            b = tensors.read(start, start + rows)
+            x, e = torch.from_numpy(b["x"]), torch.from_numpy(b["e_inc"])
+            with torch.no_grad():
+                fractions = self._fractions(x, e)
+            yield fractions, b["cond"]
 
     def _fractions(self, x: Tensor, e_inc: Tensor) -> Tensor:
         """Voxel energies over the incident energy, (n, V), from model space."""
@@ -341,6 +340,19 @@ class ShowerGeneratorModule(L.LightningModule):
                 f"training diverged: {what} is {value.item()} (on this or another rank) at global step {self.global_step} "
                 f"(epoch {self.current_epoch}); the last checkpoint written is the last good one"
             )
+
+
+@contextmanager
+def naming_file(tensors: Any, prefix: str) -> Iterator[None]:
+    """Turn a :class:`FastsimError` about the training data (its message starting with ``prefix``)
+    into an :class:`InputFileError` naming the tensors' file: the message alone does not say which."""
+    try:
+        yield
+    except FastsimError as err:
+        path = getattr(tensors, "path", None)
+        if path is None:
+            raise
+        raise InputFileError(path, str(err).removeprefix(prefix)) from None
 
 
 def transform_classes(config: dict[str, Any]) -> list[str]:

@@ -131,6 +131,7 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
     _flag(hp, "critic_batch_std")
     if hp["critic_batch_std"] and hp["critic_features"] == "none":
         raise HyperparameterError("critic_batch_std", "needs critic features (critic_features other than 'none')")
+    _positive(hp, "response_weight", allow_zero=True)
 
 
 def check_vae(hp: dict[str, Any]) -> None:

@@ -18,9 +18,11 @@ from fastsim.models.base import (
     NON_NEGATIVE_TRANSFORMS,
     VALIDATION_STREAM,
     ShowerGeneratorModule,
+    naming_file,
     transform_classes,
 )
 from fastsim.models.components.features import EnergyFeatures, ShowerFeatures
+from fastsim.models.components.response import ResponseReference
 from fastsim.models.components.wgan import Critic, Generator, HierarchicalGenerator
 from fastsim.models.hparams import check_wgan_gp
 from fastsim.models.losses import clip_weights_, critic_loss, generator_loss, gradient_penalty
@@ -93,6 +95,12 @@ class WGANGP(ShowerGeneratorModule):
             see a distribution's width, so a generator with too narrow E_tot/E_inc (too small a
             resolution) goes unpunished; across a batch of mixed energies the real features'
             spread is ~1 by construction. Needs critic features.
+        response_weight: with > 0, the generator's loss also gets this weight times the energy
+            distance, per incident energy and in units of Geant4's spread, between the E_tot/E_inc
+            of showers generated at training conditions and the training showers'
+            (:class:`~fastsim.models.components.response.ResponseReference`: 32 showers per energy
+            per step): the energy response and resolution directly, which a per-event critic sees
+            only weakly; 0: the plain WGAN-GP generator loss.
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -130,6 +138,7 @@ class WGANGP(ShowerGeneratorModule):
         critic_voxels: CriticVoxels = "model",
         critic_log_scale: float = 1.0,
         critic_batch_std: bool = False,
+        response_weight: float = 0.0,
         seed: int = 0,
     ) -> None:
         check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -210,12 +219,14 @@ class WGANGP(ShowerGeneratorModule):
         if critic_batch_std:
             n_feat *= 2
         self.critic = Critic(v + n_feat, n_conditions, self.hparams["critic_hidden"], critic_activation)
+        self.response = ResponseReference() if response_weight > 0 else None
         self.automatic_optimization = False
         self._output_initialised = False  # a second fit() of the same object keeps its weights
 
     def needs_training_data(self) -> bool:
         mean_init = self.hparams.output_init == "mean_shower" and not self._output_initialised
-        return super().needs_training_data() or mean_init
+        response = self.response is not None and not self.response.is_fitted
+        return super().needs_training_data() or mean_init or response
 
     def prepare(self, tensors: Any) -> None:
         """As :meth:`ShowerGeneratorModule.prepare`, and: warn when the tensors' readout threshold
@@ -234,6 +245,18 @@ class WGANGP(ShowerGeneratorModule):
         if self.hparams.output_init == "mean_shower" and not self._output_initialised:
             # on resume the checkpoint's weights replace these right after setup
             self.init_output_from_data(tensors)
+        if self.response is not None:
+            self.fit_response(tensors)
+
+    def fit_response(self, tensors: Any, rows: int = 1 << 16) -> None:
+        """The per-energy E_tot/E_inc reference of ``response_weight``, streamed from the tensors."""
+
+        def chunks():  # noqa: ANN202  (the reference makes two passes)
+            for fractions, cond in self.fraction_chunks(tensors, rows):
+                yield fractions.sum(dim=1).double().numpy(), cond
+
+        with naming_file(tensors, "ResponseReference.fit: "):
+            self.response.fit(chunks, seed=int(self.hparams.seed))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # trained weights (load_from_checkpoint, then a new fit): never re-initialise them
@@ -329,6 +352,15 @@ class WGANGP(ShowerGeneratorModule):
         fake = self.critic_input(self.generator(z, cond), cond, self._batch_energies(cond, e_inc))
         return generator_loss(self.critic(fake, cond))
 
+    def response_distance(self, rng: torch.Generator | None = None) -> Tensor:
+        """The ``response_weight`` term's distance: showers generated at training conditions,
+        their E_tot/E_inc against the training showers' per energy (:class:`ResponseReference`)."""
+        cond, groups = self.response.sample_conditions(rng)
+        z = torch.randn(cond.shape[0], self.noise_dim, device=self.device, generator=rng)
+        e = self.condition_transform.inverse(cond[:, 0])
+        r = self._fractions(self.generator(z, cond), e).sum(dim=1)
+        return self.response.distance(r, groups)
+
     def _batch_energies(self, cond: Tensor, e_inc: Tensor | None) -> Tensor:
         # only transforms other than DivideByIncident need E_inc to make fractions
         if e_inc is not None:
@@ -355,6 +387,9 @@ class WGANGP(ShowerGeneratorModule):
         # the critic's weights take no gradient here: only the generator is updated
         self.toggle_optimizer(opt_g)
         g_loss = self.generator_step(cond, rng, e_inc)
+        if self.response is not None:
+            response = self.response_distance(rng)
+            g_loss = g_loss + self.hparams.response_weight * response
         if log_due:
             self._check_finite(g_loss, "the generator loss")
         opt_g.zero_grad(set_to_none=True)
@@ -365,6 +400,8 @@ class WGANGP(ShowerGeneratorModule):
         if log_due:
             logs = {f"train/{k}": v.detach() for k, v in c.items()}
             logs["train/gen_loss"] = g_loss.detach()
+            if self.response is not None:
+                logs["train/response_distance"] = response.detach()
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
 
     # ------------------------------------------------------------------ validation

@@ -35,6 +35,25 @@ CONTINUOUS_KNOTS = 32
 FINE_BINS = 1024
 
 
+def fine_bins(c: np.ndarray) -> np.ndarray:
+    """The fine bin (0 … FINE_BINS − 1) of each condition value ``c`` in [0, 1]."""
+    return np.clip(
+        (np.asarray(c, dtype=np.float64).reshape(-1) * FINE_BINS).astype(np.int64), 0, FINE_BINS - 1
+    )
+
+
+def condition_groups(counts: np.ndarray, continuous_groups: int) -> list[list[int]]:
+    """Groups of fine bins with training showers (``counts`` per fine bin): each used bin its own
+    group when there are at most :data:`MAX_DISCRETE_KNOTS` (discrete energies), otherwise
+    ``continuous_groups`` groups of about equal counts (a continuous spectrum)."""
+    used = np.flatnonzero(counts)
+    if used.size <= MAX_DISCRETE_KNOTS:
+        return [[int(i)] for i in used]
+    cum = np.cumsum(counts[used])
+    edges = np.searchsorted(cum, cum[-1] * np.arange(1, continuous_groups) / continuous_groups)
+    return [g.tolist() for g in np.split(used, np.unique(edges + 1)) if g.size]
+
+
 def interp_knots(c: Tensor, knots: Tensor, values: Tensor) -> Tensor:
     """Piecewise-linear interpolation of ``values`` (K, F) given at ``knots`` (K,) (increasing) at
     ``c`` (n,), constant beyond the end knots. Returns (n, F).
@@ -109,21 +128,15 @@ class EnergyFeatures(FittedModule):
             cc = np.asarray(c, dtype=np.float64).reshape(-1)
             if not (np.all(np.isfinite(obs)) and np.all(np.isfinite(cc))):
                 raise FastsimError("EnergyFeatures.fit: NaN/inf in the training showers or conditions")
-            b = np.clip((cc * FINE_BINS).astype(np.int64), 0, FINE_BINS - 1)
+            b = fine_bins(cc)
             n += np.bincount(b, minlength=FINE_BINS)
             sc += np.bincount(b, weights=cc, minlength=FINE_BINS)
             for j in range(self.n_features):
                 s1[:, j] += np.bincount(b, weights=obs[:, j], minlength=FINE_BINS)
                 s2[:, j] += np.bincount(b, weights=obs[:, j] ** 2, minlength=FINE_BINS)
-        used = np.flatnonzero(n)
-        if used.size == 0:
+        if not n.any():
             raise FastsimError("EnergyFeatures.fit: no training showers seen")
-        if used.size <= MAX_DISCRETE_KNOTS:
-            groups = [[i] for i in used]
-        else:  # a continuous spectrum: equal-count groups of fine bins
-            cum = np.cumsum(n[used])
-            edges = np.searchsorted(cum, cum[-1] * np.arange(1, CONTINUOUS_KNOTS) / CONTINUOUS_KNOTS)
-            groups = [g.tolist() for g in np.split(used, np.unique(edges + 1)) if g.size]
+        groups = condition_groups(n, CONTINUOUS_KNOTS)
         cnt = np.array([n[g].sum() for g in groups])
         knots = np.array([sc[g].sum() for g in groups]) / cnt
         mean = np.stack([s1[g].sum(0) for g in groups]) / cnt[:, None]
