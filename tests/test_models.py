@@ -543,6 +543,13 @@ def test_hierarchical_readout_threshold_zeroes_small_voxels_straight_through(geo
     # the gradient of a zeroed voxel is that of the unthresholded one (straight-through)
     (g,) = torch.autograd.grad(x[:, 0].sum(), model.generator.last_linear().bias)
     assert float(g.abs().sum()) > 0
+    # without straight-through (the response term): the same values, no gradient through zeroed voxels
+    dead = (x == 0).all(dim=0)
+    assert bool(dead.any())
+    exact = model.generator(z, cond, straight_through=False)
+    torch.testing.assert_close(exact, x.detach())
+    (g,) = torch.autograd.grad(exact[:, dead].sum(), model.generator.last_linear().bias)
+    assert float(g.abs().sum()) == 0
 
 
 def test_hierarchical_trains_reloads_and_rejects_other_transforms(tmp_path, geo_small: Geometry) -> None:

@@ -354,12 +354,17 @@ class WGANGP(ShowerGeneratorModule):
 
     def response_distance(self, rng: torch.Generator | None = None) -> Tensor:
         """The ``response_weight`` term's distance: showers generated at training conditions,
-        their E_tot/E_inc against the training showers' per energy (:class:`ResponseReference`)."""
+        their E_tot/E_inc against the training showers' per energy (:class:`ResponseReference`),
+        differentiated exactly through the readout threshold (not straight-through)."""
         cond, groups = self.response.sample_conditions(rng)
         z = torch.randn(cond.shape[0], self.noise_dim, device=self.device, generator=rng)
         e = self.condition_transform.inverse(cond[:, 0])
-        r = self._fractions(self.generator(z, cond), e).sum(dim=1)
-        return self.response.distance(r, groups)
+        if isinstance(self.generator, HierarchicalGenerator):
+            # the exact gradient of the read-out sum: raising a voxel below the threshold adds nothing
+            x = self.generator(z, cond, straight_through=False)
+        else:
+            x = self.generator(z, cond)
+        return self.response.distance(self._fractions(x, e).sum(dim=1), groups)
 
     def _batch_energies(self, cond: Tensor, e_inc: Tensor | None) -> Tensor:
         # only transforms other than DivideByIncident need E_inc to make fractions

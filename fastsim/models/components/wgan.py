@@ -167,13 +167,15 @@ class HierarchicalGenerator(nn.Module):
         f_vox = torch.cat([torch.softmax(logits[:, a:b], dim=1) for a, b in self.layer_slices], dim=1)
         return r, f_layer, f_vox
 
-    def forward(self, z: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, z: Tensor, cond: Tensor, straight_through: bool = True) -> Tensor:
+        """Showers (n, V); with ``straight_through=False`` the gradient of a thresholded voxel is
+        zero even in training (the exact derivative of the read-out shower, e.g. of its sum)."""
         r, f_layer, f_vox = self.parts(z, cond)
         x = r.unsqueeze(1) * f_layer[:, self.layer_of_voxel] * f_vox
         if self.threshold > 0:
             e_inc = self.condition.inverse(cond[:, 0]).reshape(-1, 1).to(x)
             kept = x * (x * e_inc >= self.threshold).to(x)
-            x = kept + (x - x.detach()) if self.training else kept
+            x = kept + (x - x.detach()) if self.training and straight_through else kept
         return x
 
     @torch.no_grad()
