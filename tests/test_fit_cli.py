@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import shutil
 import signal
@@ -182,7 +183,19 @@ def test_benchmark_callback_is_an_option_of_fit(train_file: str, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     reference = os.path.join(os.path.dirname(train_file), "showers.h5")
     base = [*small_model_args(train_file), "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2"]
-    assert main(["fit", *base, "--benchmark.reference", reference, "--benchmark.max_showers", "200"]) == 0
+    # Lightning's start-up lines reach its loggers' handlers once, replayed when training starts
+    seen: list[str] = []
+    listener = logging.Handler()
+    listener.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("lightning.fabric").addHandler(listener)
+    try:
+        assert main(["fit", *base, "--benchmark.reference", reference, "--benchmark.max_showers", "200"]) == 0
+        assert seen.count("Seed set to 0") == 1, seen
+        seen.clear()
+        assert main(["fit", *base, "--benchmark.reference", str(tmp_path / "none.h5")]) == 2
+        assert not any("Seed set" in line for line in seen), seen  # dropped with the error
+    finally:
+        logging.getLogger("lightning.fabric").removeHandler(listener)
     (metrics,) = glob.glob(str(tmp_path / "logs" / "fastsim" / "version_0" / "metrics.csv"))
     with open(metrics) as f:
         rows = list(csv.DictReader(f))

@@ -95,15 +95,16 @@ def _one_line(message: str) -> tuple[str | None, str]:
 
 class _HeldLogs:
     """Holds Lightning's start-up log lines (seed, devices) until training really starts, so that
-    a mistake found while the classes are built is the only line on stderr; replayed otherwise."""
+    a mistake found while the classes are built is the only line on stderr; replayed otherwise.
+    Propagation is held too: with ``lightning`` imported (or a root handler present) the records
+    would otherwise reach the parent loggers' handlers anyway."""
 
     NAMES = ("lightning.pytorch", "lightning.fabric")
 
     def __init__(self) -> None:
-        import logging
 
         self.records: list[Any] = []
-        self.saved: dict[str, list[Any]] = {}
+        self.saved: dict[str, tuple[list[Any], bool]] = {}
         holder = self
 
         class _Hold(logging.Handler):
@@ -113,30 +114,36 @@ class _HeldLogs:
         self.handler = _Hold()
 
     def start(self) -> None:
-        import logging
 
+        self.saved = self.state()
         for name in self.NAMES:
             log = logging.getLogger(name)
-            self.saved[name] = list(log.handlers)
             log.handlers = [self.handler]
+            log.propagate = False
+
+    @classmethod
+    def state(cls) -> dict[str, tuple[list[Any], bool]]:
+        """The handlers and propagation of the held loggers, for :meth:`restore`."""
+
+        return {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in cls.NAMES}
+
+    @staticmethod
+    def restore(state: dict[str, tuple[list[Any], bool]]) -> None:
+
+        for name, (handlers, propagate) in state.items():
+            log = logging.getLogger(name)
+            log.handlers = handlers
+            log.propagate = propagate
 
     def stop(self) -> None:
-        import logging
-
-        for name, handlers in self.saved.items():
-            logging.getLogger(name).handlers = handlers
+        self.restore(self.saved)
         self.saved = {}
 
     def replay(self) -> None:
-        import logging
 
         self.stop()
-        for record in self.records:
-            for name in self.NAMES:
-                if record.name == name or record.name.startswith(name + "."):
-                    for handler in logging.getLogger(name).handlers:
-                        if record.levelno >= handler.level:
-                            handler.handle(record)
+        for record in self.records:  # the path it would have taken: its logger, then up the tree
+            logging.getLogger(record.name).handle(record)
         self.records = []
 
 
@@ -371,7 +378,7 @@ def run_fit(args: list[str]) -> Any:
         warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
         # `fastsim fit` hands LightningCLI its own argument list on purpose (sys.argv holds "fit" too)
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        held_before = {n: list(logging.getLogger(n).handlers) for n in _HeldLogs.NAMES}
+        held_before = _HeldLogs.state()
         try:
             cli = _cli_class()(
                 ShowerGeneratorModule,
@@ -388,8 +395,7 @@ def run_fit(args: list[str]) -> Any:
         except MisconfigurationException as err:  # a Trainer or callback option Lightning rejects
             raise FastsimError(_one_line(str(err))[1]) from None
         finally:  # an error before training started: the held start-up lines are dropped
-            for name, handlers in held_before.items():
-                logging.getLogger(name).handlers = handlers
+            _HeldLogs.restore(held_before)
     _finish_loggers(cli.trainer)
     return cli
 
