@@ -797,7 +797,7 @@ def test_energy_distance_is_zero_in_expectation_only_for_geant4s_distribution() 
     widths = np.linspace(0.02, 0.1, 9)
     ref = _reference(widths)
     assert ref.n_groups == 9 and ref.count.tolist() == [700] * 9
-    torch.testing.assert_close(ref.scale[:, 0], torch.tensor(widths, dtype=torch.float32), rtol=0.08, atol=0)
+    torch.testing.assert_close(ref.scale, torch.tensor(widths, dtype=torch.float32), rtol=0.08, atol=0)
     # the sample does not depend on how the tensors are chunked
     other = _reference(widths, chunk=333)
     torch.testing.assert_close(other.quantiles, ref.quantiles)
@@ -840,7 +840,7 @@ def test_response_weight_teaches_the_generator_its_resolution(tmp_path, geo_smal
 
     # the mean-shower start (weights × 0.01) makes almost the same E_tot/E_inc at every draw
     d0, std0 = spreads()
-    assert float((std0 / ref.scale[:, 0]).max()) < 0.3
+    assert float((std0 / ref.scale).max()) < 0.3
     opt = torch.optim.Adam(model.generator.parameters(), lr=3e-3)
     torch.manual_seed(0)
     for step in range(300):  # the response term alone: it must widen E_tot/E_inc towards the data's
@@ -849,7 +849,7 @@ def test_response_weight_teaches_the_generator_its_resolution(tmp_path, geo_smal
         opt.step()
     d1, std1 = spreads()
     assert float(d1) < 0.3 * float(d0)
-    ratio = std1 / ref.scale[:, 0]
+    ratio = std1 / ref.scale
     assert float(ratio.min()) > 0.6 and float(ratio.max()) < 1.5, ratio
     # trains through Lightning (logged), reloads (the reference is not in the checkpoint)
     trainer = fit(model, geo_small, str(tmp_path))
@@ -859,25 +859,3 @@ def test_response_weight_teaches_the_generator_its_resolution(tmp_path, geo_smal
     check_reloaded(ckpt, model, WGANGP, geo_small)
     with pytest.raises(FastsimError, match="response_weight must be a finite number >= 0"):
         make(WGANGP, geo_small, output="hierarchical", response_weight=-1.0)
-
-
-def test_response_layers_compares_every_layer_energy_too(geo_small: Geometry) -> None:
-    model = hierarchical(geo_small, output_init="mean_shower", response_weight=1.0, response_layers=True)
-    n_layers = len(geo_small.layer_slices)
-    assert model.response.quantiles.shape == (7, 1 + n_layers, 128)
-    cond, groups = model.response.sample_conditions(torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        x = model.generator(model.sample_noise(len(cond), torch.Generator().manual_seed(2)), cond)
-    obs = model.response_observables(x)
-    assert obs.shape == (len(cond), 1 + n_layers)
-    torch.testing.assert_close(obs[:, 0], obs[:, 1:].sum(1))
-    # a generator whose layers are right but whose first layer is emptied is farther away
-    d = model.response.distance(obs, groups)
-    moved = obs.clone()
-    moved[:, 1] = 0
-    assert float(model.response.distance(moved, groups)) > float(d) + 0.1
-    loss = model.response_distance(torch.Generator().manual_seed(1))
-    loss.backward()
-    assert float(model.generator.last_linear().bias.grad.abs().sum()) > 0
-    with pytest.raises(FastsimError, match="response_layers needs response_weight > 0"):
-        make(WGANGP, geo_small, output="hierarchical", response_layers=True)

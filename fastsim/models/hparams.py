@@ -132,9 +132,6 @@ def check_wgan_gp(hp: dict[str, Any]) -> None:
     if hp["critic_batch_std"] and hp["critic_features"] == "none":
         raise HyperparameterError("critic_batch_std", "needs critic features (critic_features other than 'none')")
     _positive(hp, "response_weight", allow_zero=True)
-    _flag(hp, "response_layers")
-    if hp["response_layers"] and not hp["response_weight"] > 0:
-        raise HyperparameterError("response_layers", "needs response_weight > 0 (it widens the response term)")
 
 
 def check_vae(hp: dict[str, Any]) -> None:

@@ -101,8 +101,6 @@ class WGANGP(ShowerGeneratorModule):
             (:class:`~fastsim.models.components.response.ResponseReference`: 32 showers per energy
             per step): the energy response and resolution directly, which a per-event critic sees
             only weakly; 0: the plain WGAN-GP generator loss.
-        response_layers: the response term also compares each layer's E_layer/E_inc the same way
-            (the mean over E_tot and the layers).
         seed: seeds the training noise (see :class:`ShowerGeneratorModule`).
 
     With critic features the statistics of the features are fitted from the data module's
@@ -141,7 +139,6 @@ class WGANGP(ShowerGeneratorModule):
         critic_log_scale: float = 1.0,
         critic_batch_std: bool = False,
         response_weight: float = 0.0,
-        response_layers: bool = False,
         seed: int = 0,
     ) -> None:
         check_wgan_gp({k: v for k, v in locals().items() if k not in ("self", "__class__")})
@@ -256,7 +253,7 @@ class WGANGP(ShowerGeneratorModule):
 
         def chunks():  # noqa: ANN202  (the reference makes two passes)
             for fractions, cond in self.fraction_chunks(tensors, rows):
-                yield self.response_observables(fractions).double().numpy(), cond
+                yield fractions.sum(dim=1).double().numpy(), cond
 
         with naming_file(tensors, "ResponseReference.fit: "):
             self.response.fit(chunks, seed=int(self.hparams.seed))
@@ -367,15 +364,7 @@ class WGANGP(ShowerGeneratorModule):
             x = self.generator(z, cond, straight_through=False)
         else:
             x = self.generator(z, cond)
-        return self.response.distance(self.response_observables(self._fractions(x, e)), groups)
-
-    def response_observables(self, fractions: Tensor) -> Tensor:
-        """What the response term compares: E_tot/E_inc (n, 1), with ``response_layers`` followed
-        by each E_layer/E_inc (n, 1 + L)."""
-        cols = [fractions.sum(dim=1)]
-        if self.hparams.get("response_layers", False):
-            cols += [fractions[:, sl].sum(dim=1) for sl in self.geometry.layer_slices]
-        return torch.stack(cols, dim=1)
+        return self.response.distance(self._fractions(x, e).sum(dim=1), groups)
 
     def _batch_energies(self, cond: Tensor, e_inc: Tensor | None) -> Tensor:
         # only transforms other than DivideByIncident need E_inc to make fractions

@@ -19,9 +19,6 @@ zero only when the whole distribution (mean, width, tails) matches, and positive
 squared Wasserstein distance of sorted samples is not: its expectation is smallest for a
 generator about 20 % too narrow at ``m`` = 32, the very failure this term is for.)
 
-The same distance can be taken for several per-shower energies at once (WGANGP's
-``response_layers``: E_tot/E_inc and each E_layer/E_inc), averaged over them.
-
 Groups are the distinct training energies (up to 64) or equal-count bins of a continuous spectrum,
 as for the critic features (:func:`~fastsim.models.components.features.condition_groups`). The
 conditions drawn for a group are whole training rows (incidence angle included), so an
@@ -68,9 +65,8 @@ class ResponseReference(nn.Module):
         per_group: ``m``, showers generated per energy group and step.
         max_groups: groups drawn per step (all of them when there are fewer).
 
-    Fit with :meth:`fit` (two passes over ``(r (n,) or (n, F), cond (n, C))`` chunks: E_tot/E_inc, or
-    ``F`` such per-shower energies, e.g. E_tot/E_inc and each E_layer/E_inc); then each training step
-    calls :meth:`sample_conditions` and :meth:`distance` (the mean over groups and observables).
+    Fit with :meth:`fit` (two passes over ``(r (n,), cond (n, C))`` chunks); then each training step
+    calls :meth:`sample_conditions` and :meth:`distance`.
     """
 
     def __init__(self, per_group: int = 32, max_groups: int = 16) -> None:
@@ -82,9 +78,9 @@ class ResponseReference(nn.Module):
         # not persistent: rebuilt from the training tensors at each fit, never in a checkpoint
         self.register_buffer("cond", torch.zeros(0, 0, 1), persistent=False)  # (G, S, C)
         self.register_buffer("count", torch.zeros(0, dtype=torch.long), persistent=False)  # (G,)
-        self.register_buffer("quantiles", torch.zeros(0, 1, QUANTILES), persistent=False)  # (G, F, q)
-        self.register_buffer("spread", torch.zeros(0, 1), persistent=False)  # (G, F) E|Y − Y'|
-        self.register_buffer("scale", torch.ones(0, 1), persistent=False)  # (G, F)
+        self.register_buffer("quantiles", torch.zeros(0, QUANTILES), persistent=False)  # (G, q)
+        self.register_buffer("spread", torch.zeros(0), persistent=False)  # (G,) E|Y − Y'|
+        self.register_buffer("scale", torch.ones(0), persistent=False)  # (G,)
         self.is_fitted = False
 
     @property
@@ -94,7 +90,7 @@ class ResponseReference(nn.Module):
     def fit(
         self, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]], seed: int = 0
     ) -> ResponseReference:
-        """Two passes over ``chunks()`` (``(r (n,) or (n, F), cond (n, C))``, column 0 of ``cond`` in [0, 1]):
+        """Two passes over ``chunks()`` (``(r (n,), cond (n, C))``, column 0 of ``cond`` in [0, 1]):
         the groups, then a uniform sample of at most :data:`RESERVOIR` rows per group (the rows
         with the smallest random keys, so the sample does not depend on the chunking)."""
         counts = np.zeros(FINE_BINS)
@@ -109,7 +105,7 @@ class ResponseReference(nn.Module):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5E5]))
         kept: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = [None] * len(groups)
         for r, cond in chunks():
-            r = np.asarray(r, dtype=np.float64).reshape(len(cond), -1)
+            r = np.asarray(r, dtype=np.float64).reshape(-1)
             cond = np.asarray(cond, dtype=np.float32)
             if not np.all(np.isfinite(r)):
                 raise FastsimError("ResponseReference.fit: NaN/inf in the training showers' E_tot/E_inc")
@@ -130,23 +126,22 @@ class ResponseReference(nn.Module):
         cond_t = np.zeros((len(groups), size, n_cond), dtype=np.float32)
         count = np.zeros(len(groups), dtype=np.int64)
         p = (np.arange(QUANTILES) + 0.5) / QUANTILES
-        n_obs = next(k for k in kept if k is not None)[1].shape[1]
-        quantiles = np.zeros((len(groups), n_obs, QUANTILES))
-        scale = np.ones((len(groups), n_obs))
+        quantiles = np.zeros((len(groups), QUANTILES))
+        scale = np.ones(len(groups))
         for g, k in enumerate(kept):
             assert k is not None  # every group has counts, so rows
             _, r, cond = k
             count[g] = r.shape[0]
             cond_t[g, : r.shape[0]] = cond
-            quantiles[g] = np.quantile(r, p, axis=0).T
-            # an observable the same in every shower of a group (an empty layer): floored width
-            scale[g] = np.maximum(r.std(axis=0), 1e-6 * np.maximum(np.abs(r).mean(axis=0), 1e-12))
+            quantiles[g] = np.quantile(r, p)
+            # a group whose showers all carry the same E_tot/E_inc: any width is infinitely off
+            scale[g] = max(float(r.std()), 1e-6 * max(float(np.abs(r).mean()), 1e-12))
         device = self.count.device
         self.cond = torch.tensor(cond_t, device=device)
         self.count = torch.tensor(count, device=device)
         self.quantiles = torch.tensor(quantiles, dtype=torch.float32, device=device)
         self.spread = torch.tensor(
-            np.abs(quantiles[..., :, None] - quantiles[..., None, :]).mean(axis=(-2, -1)),
+            np.abs(quantiles[:, :, None] - quantiles[:, None, :]).mean(axis=(1, 2)),
             dtype=torch.float32,
             device=device,
         )
@@ -171,12 +166,8 @@ class ResponseReference(nn.Module):
         return cond.reshape(k * self.per_group, -1), groups
 
     def distance(self, r: Tensor, groups: Tensor) -> Tensor:
-        """``D`` for the generated observables ``r`` (k·m,) or (k·m, F) at the conditions of
-        :meth:`sample_conditions`: the mean energy distance over the groups and observables."""
-        k, n_obs = groups.shape[0], self.quantiles.shape[1]
-        r = r.reshape(k, self.per_group, n_obs).transpose(1, 2).reshape(k * n_obs, self.per_group)
-
-        def flat(t: Tensor) -> Tensor:  # (G, F, ...) -> (k·F, ...) for the drawn groups
-            return t[groups].reshape(k * n_obs, *t.shape[2:]).to(r)
-
-        return energy_distance(r, flat(self.quantiles), flat(self.spread), flat(self.scale))
+        """``D`` for the generated E_tot/E_inc ``r`` (k·m,) at the conditions of :meth:`sample_conditions`."""
+        r = r.reshape(groups.shape[0], self.per_group)
+        return energy_distance(
+            r, self.quantiles[groups].to(r), self.spread[groups].to(r), self.scale[groups].to(r)
+        )
