@@ -358,7 +358,7 @@ class WGANGP(ShowerGeneratorModule):
         differentiated exactly through the readout threshold (not straight-through)."""
         cond, groups = self.response.sample_conditions(rng)
         z = torch.randn(cond.shape[0], self.noise_dim, device=self.device, generator=rng)
-        e = self.condition_transform.inverse(cond[:, 0])
+        e = self._batch_energies(cond, None)
         if isinstance(self.generator, HierarchicalGenerator):
             # the exact gradient of the read-out sum: raising a voxel below the threshold adds nothing
             x = self.generator(z, cond, straight_through=False)

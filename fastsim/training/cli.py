@@ -102,7 +102,6 @@ class _HeldLogs:
     NAMES = ("lightning.pytorch", "lightning.fabric")
 
     def __init__(self) -> None:
-
         self.records: list[Any] = []
         self.saved: dict[str, tuple[list[Any], bool]] = {}
         holder = self
@@ -114,7 +113,6 @@ class _HeldLogs:
         self.handler = _Hold()
 
     def start(self) -> None:
-
         self.saved = self.state()
         for name in self.NAMES:
             log = logging.getLogger(name)
@@ -124,12 +122,10 @@ class _HeldLogs:
     @classmethod
     def state(cls) -> dict[str, tuple[list[Any], bool]]:
         """The handlers and propagation of the held loggers, for :meth:`restore`."""
-
         return {n: (list(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in cls.NAMES}
 
     @staticmethod
     def restore(state: dict[str, tuple[list[Any], bool]]) -> None:
-
         for name, (handlers, propagate) in state.items():
             log = logging.getLogger(name)
             log.handlers = handlers
@@ -140,7 +136,6 @@ class _HeldLogs:
         self.saved = {}
 
     def replay(self) -> None:
-
         self.stop()
         for record in self.records:  # the path it would have taken: its logger, then up the tree
             logging.getLogger(record.name).handle(record)

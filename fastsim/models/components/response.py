@@ -42,8 +42,6 @@ from fastsim.models.components.features import FINE_BINS, condition_groups, fine
 RESERVOIR = 4096
 #: groups of a continuous spectrum
 CONTINUOUS_GROUPS = 16
-
-
 #: quantiles of the training showers' E_tot/E_inc kept per group
 QUANTILES = 128
 
