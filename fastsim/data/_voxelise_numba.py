@@ -158,3 +158,56 @@ def bin_and_deposit(
         outside[ev] = scratch[n_voxels]
         scratch[n_voxels] = 0.0
     return n_out, e_sum
+
+
+@njit(nogil=True, cache=True, error_model="numpy")
+def voxelise_blocks(
+    bounds, offsets, x, y, z, counts, p0, e1, e2, along_z, any_alpha, check, min_energy, energy, rows_in, use_rows,
+    z_lo, z_inv_h, z_n_cells, z_next, z_below, z_above,
+    r_lo, r_inv_h, r_n_cells, r_stride, r_next, r_below, r_above,
+    a_lo, a_inv_h, a_n_cells, a_stride, a_next, a_below, a_above,
+    n_voxels, showers, outside, r_buf, w_buf, scratch, n_out, e_sum,
+):  # fmt: skip
+    """:func:`frame_pass` then :func:`bin_and_deposit` on each block of events, in one call.
+
+    One call per chunk (or per thread's share of its blocks) instead of two per block: a thread
+    voxelising beside the read-ahead thread then needs the GIL once, not ~100 times per chunk
+    (each time waiting up to the interpreter's switch interval while the reader holds it).
+
+    Args:
+        bounds: (B + 1,) first event of each block, then the end; offsets: (n + 1,) first hit of
+            each event. Events, hits, ``counts``, ``p0``, ``e1``, ``e2``, ``rows_in`` (if
+            ``use_rows``), ``showers`` and ``outside`` are the whole chunk's; ``z`` may be empty.
+        r_buf, w_buf: work arrays of at least the largest block's hits (``w_buf`` may be empty
+            unless ``any_alpha``); scratch: (V + 1,) float64 zeros (left zeroed).
+        n_out, e_sum: (B,) outputs: hits outside the geometry and float64 hit-energy sum per block.
+        The other arguments are those of :func:`frame_pass` and :func:`bin_and_deposit`.
+
+    Returns:
+        False when ``check`` found an invalid hit (the remaining blocks are not done), else True.
+    """
+    has_z = len(z) > 0
+    for b in range(len(bounds) - 1):
+        s, t = bounds[b], bounds[b + 1]
+        h0, h1 = offsets[s], offsets[t]
+        m = h1 - h0
+        zb = z[h0:h1] if has_z else z
+        r = r_buf[:m]
+        w = w_buf[:m] if any_alpha else w_buf[:0]
+        ok = frame_pass(
+            x[h0:h1], y[h0:h1], zb, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, any_alpha, check, min_energy,
+            energy[h0:h1], r, w,
+        )  # fmt: skip
+        if not ok:
+            return False
+        rows = rows_in[h0:h1] if use_rows else rows_in
+        o, e = bin_and_deposit(
+            zb, rows, use_rows, r, w, any_alpha, counts[s:t], energy[h0:h1],
+            z_lo, z_inv_h, z_n_cells, z_next, z_below, z_above,
+            r_lo, r_inv_h, r_n_cells, r_stride, r_next, r_below, r_above,
+            a_lo, a_inv_h, a_n_cells, a_stride, a_next, a_below, a_above,
+            n_voxels, showers[s:t], outside[s:t], scratch,
+        )  # fmt: skip
+        n_out[b] = o
+        e_sum[b] = e
+    return True

@@ -158,7 +158,8 @@ def compiled_kernels():
     return _voxelise_numba
 
 
-def _use_compiled(engine: str) -> bool:
+def use_compiled(engine: str) -> bool:
+    """Whether ``engine`` (``"auto"``, ``"numba"``, ``"numpy"``) runs the compiled loops here."""
     if engine not in _ENGINES:
         raise FastsimError(f"engine must be one of {', '.join(_ENGINES)}, got {engine!r}")
     if engine == "numpy":
@@ -671,9 +672,6 @@ def voxelise_hits(
     def block(s: int, t: int) -> tuple[int, float]:
         """Voxelise events s..t-1 into their rows of ``showers``; return (outside hits, hit energy)."""
         hits = slice(offsets[s], offsets[t])
-        if compiled is not None:
-            rows = _rows_from_ids(layer_id[hits], tab) if layer_id is not None else None  # type: ignore[index]
-            return compiled(s, t, hits, rows, showers, outside, min_energy)
         e_block = energy[hits]
         # summed in hit order, as the compiled loop sums it (the totals agree to the last bit)
         e_sum = float(np.add.accumulate(e_block, dtype=np.float64)[-1]) if e_block.size else 0.0
@@ -701,13 +699,25 @@ def voxelise_hits(
         return int(np.count_nonzero(voxel == n_vox)), e_sum
 
     pairs = list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True))
-    if threads > 1 and len(pairs) > 1:
+    if compiled is not None:
+        # one compiled call per thread for its run of consecutive blocks, not one per block
+        rows_all = _rows_from_ids(layer_id, tab) if layer_id is not None else None
+        groups = [g for g in np.array_split(np.arange(len(pairs)), max(1, min(threads, len(pairs)))) if len(g)]
+
+        def run(g: np.ndarray) -> list[tuple[int, float]]:
+            return compiled(bounds[g[0] : g[-1] + 2], offsets, rows_all, showers, outside, min_energy)
+
+        work, items = run, groups
+    else:
+        work, items = (lambda st: block(*st)), pairs
+    if threads > 1 and len(items) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fastsim-voxelise") as pool:
-            results = list(pool.map(lambda st: block(*st), pairs))
+            done = list(pool.map(work, items))
     else:
-        results = [block(s, t) for s, t in pairs]
+        done = [work(item) for item in items]
+    results = [r for part in done for r in part] if compiled is not None else done
     n_outside = sum(r[0] for r in results)
     stats = VoxeliseStats(
         n_events=n,
@@ -732,14 +742,15 @@ def _compiled_setup(
     impact: np.ndarray,
     direction: np.ndarray | None,
 ):
-    """The compiled block function of :func:`voxelise_hits`, or None where the numpy passes run.
+    """The compiled blocks function of :func:`voxelise_hits`, or None where the numpy passes run.
 
-    The returned ``block(s, t, hits, rows, showers, outside, min_energy) -> (n_outside, e_sum)``
-    does for events s..t-1 (hits ``hits``, layer rows ``rows`` if they come from ids) what the
-    numpy block does, with the same arithmetic in the same order; it raises
-    :class:`InvalidHitsError` as the numpy check does.
+    The returned ``run(bounds, offsets, rows, showers, outside, min_energy)`` does for each block
+    of events ``bounds[i]..bounds[i+1]-1`` (hits from ``offsets``; layer rows ``rows`` of the whole
+    chunk if they come from ids) what the numpy block does, with the same arithmetic in the same
+    order, and returns ``[(n_outside, e_sum)]`` per block; it raises :class:`InvalidHitsError` as
+    the numpy check does.
     """
-    if not _use_compiled(engine) or cell is not None or x is None or y is None:
+    if not use_compiled(engine) or cell is not None or x is None or y is None:
         return None
     ft = np.result_type(x.dtype, np.float32)
     if x.dtype != ft or y.dtype != ft or (z is not None and z.dtype != ft):
@@ -770,20 +781,19 @@ def _compiled_setup(
     no_rows = np.zeros(0, dtype=np.int64)
     n_vox = geometry.n_voxels
 
-    def block(s, t, hits, rows, showers, outside, min_energy):
-        m = hits.stop - hits.start
-        zb = z_all[hits] if len(z_all) else z_all
-        r, w = np.empty(m, dtype=ft), np.empty(m if any_alpha else 0)
-        ok = kern.frame_pass(
-            x[hits], y[hits], zb, counts[s:t], p0[s:t], e1[s:t], e2[s:t], along_z, any_alpha,
-            min_energy is not None, -np.inf if min_energy is None else float(min_energy), energy[hits], r, w,
+    def run(bounds, offsets, rows, showers, outside, min_energy):
+        n_blocks = len(bounds) - 1
+        m_max = int(np.max(offsets[bounds[1:]] - offsets[bounds[:-1]]))
+        n_out, e_sum = np.zeros(n_blocks, dtype=np.int64), np.zeros(n_blocks)
+        ok = kern.voxelise_blocks(
+            bounds, offsets, x, y, z_all, counts, p0, e1, e2, along_z, any_alpha,
+            min_energy is not None, -np.inf if min_energy is None else float(min_energy), energy,
+            no_rows if rows is None else rows, rows is not None, *z_tables, *r_tables, *a_tables, n_vox,
+            showers, outside, np.empty(m_max, dtype=ft), np.empty(m_max if any_alpha else 0), np.zeros(n_vox + 1),
+            n_out, e_sum,
         )  # fmt: skip
         if not ok:
             raise InvalidHitsError("non-finite hit values or negative hit energies")
-        n_out, e_sum = kern.bin_and_deposit(
-            zb, no_rows if rows is None else rows, rows is not None, r, w, any_alpha, counts[s:t], energy[hits],
-            *z_tables, *r_tables, *a_tables, n_vox, showers[s:t], outside[s:t], np.zeros(n_vox + 1),
-        )  # fmt: skip
-        return int(n_out), float(e_sum)
+        return list(zip(n_out.tolist(), e_sum.tolist(), strict=True))
 
-    return block
+    return run
