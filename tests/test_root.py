@@ -104,6 +104,11 @@ def test_chunked_reading_over_several_files_equals_reading_at_once(tmp_path, geo
     e_one, s_one, _ = read_root_showers(paths, geo, HIT_SPEC, step_size=7, prefetch=0, threads=1)
     np.testing.assert_array_equal(e_one, e_all)
     np.testing.assert_array_equal(s_one, s_all)
+    # two threads decompressing and voxelising blocks (the default before): the same numbers
+    _, s_two, _ = read_root_showers(paths, geo, HIT_SPEC, step_size=7, threads=2)
+    np.testing.assert_array_equal(s_two, s_all)
+    with pytest.raises(FastsimError, match="threads must be >= 1, got 0"):
+        read_root_showers(paths, geo, HIT_SPEC, threads=0)
     np.testing.assert_allclose(s_all, np.concatenate([p[1] for p in parts]), rtol=1e-5, atol=1e-4)
     # entry ranges tile each file
     first = [c[2] for c in chunks if c[2].path == paths[2]]
