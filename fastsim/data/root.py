@@ -502,8 +502,8 @@ def iter_root_showers(
         threads: threads decompressing baskets and voxelising the blocks of a chunk of hits.
             None: 1 with the compiled voxeliser and ``prefetch`` (the read-ahead thread, ~17 ns/hit,
             and this one, ~14 ns/hit, already keep two cores busy; more threads only contend for
-            them: on 2 cores, 15 alternating runs, median 0.81 of bare uproot's events/s with 2
-            threads against 0.85 with 1, best 0.82 against 0.90), else up to 2 of the CPUs this
+            them: on 2 cores, 15 and 20 alternating runs, median 0.85 of bare uproot's events/s
+            with 1 thread against 0.81-0.83 with 2, ~5 % less CPU), else up to 2 of the CPUs this
             process may use (the numpy passes, ~40 ns/hit, gain from a second thread; voxel
             branches keep two decompressing threads). Results do not depend on it.
         engine: the voxeliser's passes, ``"auto"``, ``"numba"`` or ``"numpy"``
