@@ -521,6 +521,11 @@ def iter_root_showers(
     """
     if bad not in ("raise", "skip"):
         raise FastsimError(f"bad must be 'raise' or 'skip', got {bad!r}")
+    if threads is None:  # default_write_threads: the CPUs this process may use
+        compiled_hits = spec.kind == "hits" and prefetch > 0 and use_compiled(engine)
+        threads = 1 if compiled_hits else min(2, default_write_threads())
+    elif threads < 1:
+        raise FastsimError(f"threads must be >= 1, got {threads}")
     if inputs is None:
         inputs = check_root_inputs(paths, spec, geometry)
     z_lookup = None
@@ -529,11 +534,6 @@ def iter_root_showers(
             raise FastsimError(f"geometry {geometry.name!r} needs {geometry.n_layers + 1} layer z boundaries")
         z_lookup = EdgeLookup([np.asarray(spec.layer_z, dtype=np.float64)])
     branches = list(spec.branch_roles())
-    if threads is None:  # default_write_threads: the CPUs this process may use
-        compiled_hits = spec.kind == "hits" and prefetch > 0 and use_compiled(engine)
-        threads = 1 if compiled_hits else min(2, default_write_threads())
-    elif threads < 1:
-        raise FastsimError(f"threads must be >= 1, got {threads}")
     for inp in inputs:
         yield from _iter_file(inp, geometry, spec, branches, step_size, bad, z_lookup, prefetch, threads, engine)
 

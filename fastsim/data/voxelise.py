@@ -709,7 +709,7 @@ def voxelise_hits(
 
         work, items = run, groups
     else:
-        work, items = (lambda st: block(*st)), pairs
+        work, items = (lambda st: [block(*st)]), pairs
     if threads > 1 and len(items) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -717,7 +717,7 @@ def voxelise_hits(
             done = list(pool.map(work, items))
     else:
         done = [work(item) for item in items]
-    results = [r for part in done for r in part] if compiled is not None else done
+    results = [r for part in done for r in part]  # (outside hits, hit energy) per block, in order
     n_outside = sum(r[0] for r in results)
     stats = VoxeliseStats(
         n_events=n,
